@@ -1,0 +1,79 @@
+"""Delivery for the two local channels (terminal, web): a Redis stream per chat.
+
+Workers may run anywhere, so they cannot print to a terminal or write to a browser socket;
+they append the reply to the chat's stream and the waiting client reads it. Entries carry the
+outbox idempotency key, so a reply delivered twice after a crash is shown once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.errors import AdapterError
+from bot.messages import OutgoingMessage, SentRef
+
+STREAM_LENGTH = 1000
+
+
+def stream_key(channel: str, chat: str) -> str:
+    return f"switchboard:local:{channel}:{chat}"
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    entry_id: str
+    kind: str  # "reply" | "delta"
+    out: OutgoingMessage | None
+    data: dict[str, Any]
+
+
+class LocalStream:
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+
+    async def send(self, out: OutgoingMessage) -> SentRef:
+        fields = {"kind": "reply", "payload": json.dumps(out.to_dict())}
+        entry = await self._add(out.ref.chat, fields)
+        return SentRef(entry)
+
+    async def delta(self, chat: str, in_reply_to: int, text: str) -> None:
+        await self._add(chat, {"kind": "delta", "payload": json.dumps({"in_reply_to": in_reply_to, "text": text})})
+
+    async def _add(self, chat: str, fields: dict[str, str]) -> str:
+        try:
+            entry = await self.redis.xadd(
+                stream_key(self.channel, chat), fields, maxlen=STREAM_LENGTH, approximate=True
+            )
+        except RedisError as exc:
+            raise AdapterError(f"could not append to the {self.channel} stream: {exc}") from exc
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def read(self, chat: str, after: str, block_ms: int) -> list[StreamEntry]:
+        found = await self.redis.xread({stream_key(self.channel, chat): after}, block=block_ms)
+        return [parse_entry(entry_id, fields) for _, entries in found for entry_id, fields in entries]
+
+    async def history(self, chat: str) -> list[StreamEntry]:
+        entries = await self.redis.xrange(stream_key(self.channel, chat))
+        return [parse_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def last_id(self, chat: str) -> str:
+        entries = await self.redis.xrevrange(stream_key(self.channel, chat), count=1)
+        return _text(entries[0][0]) if entries else "0-0"
+
+
+def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEntry:
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    data = json.loads(decoded["payload"])
+    kind = decoded["kind"]
+    out = OutgoingMessage.from_dict(data) if kind == "reply" else None
+    return StreamEntry(_text(entry_id), kind, out, data)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

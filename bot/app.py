@@ -1,0 +1,201 @@
+"""Composition root: settings → services → storage → queue → commands and personas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from arq.connections import ArqRedis
+
+from bot import services
+from bot.commands import BUILTINS
+from bot.config import Settings
+from bot.core import Core
+from bot.queue import ArqQueue, connect
+from bot.router import CommandRegistry
+from bot.storage import db
+from personas import store
+from personas.commands import COMMANDS as PERSONA_COMMANDS
+from personas.responder import PersonaResponder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a Switchboard process holds open: the core, the Redis pool and the endpoints."""
+
+    core: Core
+    redis: ArqRedis
+    endpoints: services.Endpoints
+
+
+def build_commands() -> CommandRegistry:
+    registry = CommandRegistry()
+    registry.extend(BUILTINS)
+    registry.extend(PERSONA_COMMANDS)
+    return registry
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIterator[Runtime]:
+    """Start or join the services; with ``prepare``, upgrade the schema and load personas."""
+    endpoints, embedded = await asyncio.to_thread(services.resolve, settings)
+    engine = db.make_engine(endpoints.database_url)
+    redis: ArqRedis | None = None
+    try:
+        redis = await connect(endpoints.redis_url)
+        core = Core(
+            settings=settings,
+            engine=engine,
+            sessions=db.make_sessions(engine),
+            queue=ArqQueue(redis, settings.queue_name),
+            commands=build_commands(),
+            responder=PersonaResponder(),
+        )
+        if prepare:
+            await prepare_storage(core)
+        yield Runtime(core, redis, endpoints)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
+
+
+async def prepare_storage(core: Core) -> None:
+    await db.upgrade(core.engine)
+    async with core.sessions.begin() as session:
+        loaded, problems = await store.sync(session, core.settings.resolved_config_dir)
+    for problem in problems:
+        log.warning("persona skipped: %s", problem)
+    log.info("personas loaded: %s", ", ".join(loaded))
+
+
+# --- the processes --------------------------------------------------------------------------
+
+
+async def worker_alive(runtime: Runtime) -> bool:
+    from worker.settings import health_check_key
+
+    return bool(await runtime.redis.exists(health_check_key(runtime.core.settings.queue_name)))
+
+
+@contextlib.asynccontextmanager
+async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIterator[None]:
+    from worker.settings import build_worker
+
+    worker = build_worker(
+        runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
+    )
+    task = asyncio.create_task(worker.async_run(), name="switchboard-worker")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+async def run_worker(settings: Settings, *, burst: bool) -> None:
+    from worker.settings import build_worker
+
+    async with open_runtime(settings) as runtime:
+        worker = build_worker(runtime.core, runtime.endpoints.redis_url, burst=burst)
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+
+
+async def run_up(settings: Settings, *, host: str, port: int, ready: ReadyHook | None = None) -> None:
+    """`switchboard up`: services, schema, personas, the web chat and a worker, until a signal."""
+    from adapters.web import WebAdapter
+    from bot.conversation import receive
+
+    async with open_runtime(settings) as runtime:
+        web = WebAdapter(runtime.redis, host, port)
+        await web.start(lambda incoming: receive(runtime.core, incoming))
+        try:
+            async with in_process_worker(runtime):
+                if ready is not None:
+                    ready(web.url, runtime)
+                await _until_signalled()
+        finally:
+            await web.stop()
+
+
+ReadyHook = Callable[[str, Runtime], None]
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@dataclass(frozen=True)
+class ChatOutcome:
+    text: str
+    ok: bool
+    saved: tuple[str, ...] = ()
+
+
+class LocalChat:
+    """`switchboard chat`: the terminal channel, joined to a worker (someone else's or ours)."""
+
+    def __init__(self, runtime: Runtime, save_dir: Path) -> None:
+        from adapters.terminal import TerminalAdapter
+
+        self.runtime = runtime
+        self.terminal = TerminalAdapter(runtime.redis)
+        self.save_dir = save_dir
+
+    @property
+    def core(self) -> Core:
+        return self.runtime.core
+
+    async def select_persona(self, name: str) -> str:
+        from bot.conversation import conversation_for
+        from personas.commands import set_active
+
+        conversation_id = await conversation_for(self.core, self.terminal.ref)
+        async with self.core.sessions.begin() as session:
+            persona = await store.by_name(session, name)
+            await set_active(session, conversation_id, persona.id)
+        return persona.name
+
+    async def fresh_context(self) -> None:
+        from bot.conversation import conversation_for, reset_context
+
+        await reset_context(self.core, await conversation_for(self.core, self.terminal.ref))
+
+    async def say(self, text: str) -> ChatOutcome:
+        from bot.conversation import message_status, receive
+
+        after = await self.terminal.mark()
+        received = await receive(self.core, self.terminal.incoming(text))
+        reply = await self.terminal.wait_reply(
+            received.message_id, after, self.core.settings.reply_timeout
+        )
+        saved = tuple(self._save(a.filename, a.data) for a in reply.attachments if a.data)
+        status = await message_status(self.core, received.message_id)
+        return ChatOutcome(reply.text, status != "failed", saved)
+
+    def _save(self, filename: str, data: bytes) -> str:
+        path = self.save_dir / filename
+        path.write_bytes(data)
+        return str(path)

@@ -1,0 +1,206 @@
+"""The `switchboard` command. Heavy imports happen inside commands so `--help` stays instant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from bot.config import Settings
+from bot.errors import ServiceError, UserFacingError
+
+if TYPE_CHECKING:
+    from bot.app import LocalChat, Runtime
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Switchboard: AI personas in the chats you already use.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    app()
+
+
+def _settings(level: str | None = None) -> Settings:
+    settings = Settings()
+    logging.basicConfig(
+        level=(level or settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("arq", "LiteLLM", "httpx", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except (ServiceError, UserFacingError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address for the web chat.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for the web chat.")] = None,
+) -> None:
+    """Start Switchboard: services, web chat and a worker, until Ctrl+C."""
+    from bot.app import run_up
+
+    settings = _settings()
+    started = time.monotonic()
+
+    def ready(url: str, runtime: Runtime) -> None:
+        took = time.monotonic() - started
+        typer.echo(f"Switchboard is ready in {took:.1f}s.")
+        typer.echo(f"  Web chat:  {url}")
+        typer.echo("  Terminal:  switchboard chat")
+        typer.echo(f"  Model:     {settings.model}")
+        typer.echo("Press Ctrl+C to stop.")
+
+    _run(
+        lambda: run_up(
+            settings, host=host or settings.web_host, port=port or settings.web_port, ready=ready
+        )
+    )
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Run a worker process (start as many as you need, on any machine)."""
+    from bot.app import run_worker
+
+    settings = _settings()
+    _run(lambda: run_worker(settings, burst=burst))
+
+
+@app.command()
+def chat(
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Send one message, print the reply, exit.")
+    ] = None,
+    persona: Annotated[
+        str | None, typer.Option("--persona", "-p", help="Talk to this persona.")
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a fresh conversation context.")] = False,
+) -> None:
+    """Chat in the terminal (works with or without `switchboard up` running)."""
+    if message is not None and not message.strip():
+        typer.secho("error: the message is empty; write some text.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    settings = _settings("WARNING")
+    ok = _run(lambda: _chat(settings, message, persona, new))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _chat(settings: Settings, message: str | None, persona: str | None, new: bool) -> bool:
+    from bot.app import LocalChat, in_process_worker, open_runtime, worker_alive
+
+    async with open_runtime(settings) as runtime:
+        chat = LocalChat(runtime, Path.cwd())
+        if persona:
+            typer.echo(f"Talking to {await chat.select_persona(persona)}.", err=message is not None)
+        if new:
+            await chat.fresh_context()
+        if await worker_alive(runtime):
+            return await _converse(chat, message)
+        async with in_process_worker(runtime):
+            return await _converse(chat, message)
+
+
+async def _converse(chat: LocalChat, message: str | None) -> bool:
+    if message is not None:
+        return await _one(chat, message)
+    typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "you> ")
+        except EOFError:
+            typer.echo("")
+            return True
+        if line.strip():
+            await _one(chat, line)
+
+
+async def _one(chat: LocalChat, text: str) -> bool:
+    from adapters.terminal import ReplyTimeout
+
+    try:
+        outcome = await chat.say(text)
+    except ReplyTimeout as exc:
+        typer.secho(
+            f"error: {exc}. Is a worker running? See `switchboard worker`.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        return False
+    typer.echo(outcome.text, err=not outcome.ok)
+    for path in outcome.saved:
+        typer.echo(f"(saved {path})")
+    return outcome.ok
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (`up` does this by itself)."""
+    settings = _settings("WARNING")
+
+    async def work() -> None:
+        from bot.app import open_runtime
+        from bot.storage import db
+
+        async with open_runtime(settings, prepare=False) as runtime:
+            await db.upgrade(runtime.core.engine)
+            typer.echo(f"Database at revision {await db.current_revision(runtime.core.engine)}.")
+
+    _run(work)
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision and the newest one available."""
+    settings = _settings("WARNING")
+
+    async def work() -> None:
+        from bot.app import open_runtime
+        from bot.storage import db
+
+        async with open_runtime(settings, prepare=False) as runtime:
+            current = await db.current_revision(runtime.core.engine)
+            typer.echo(f"current: {current or 'empty database'}; newest: {db.head_revision()}")
+
+    _run(work)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Show the settings in effect (credentials masked)."""
+    settings = _settings("WARNING")
+    for key, value in settings.safe_dump().items():
+        typer.echo(f"{key} = {_display(value)}")
+
+
+def _display(value: Any) -> str:
+    return "(not set)" if value in (None, "", {}) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The two halves of a conversation turn.
+
+``receive`` is the inbound path every adapter calls before it acknowledges a platform: it
+persists the message once (deduplicated on channel + external id), resolves who wrote it and
+which conversation it belongs to, and enqueues the work. Nothing slow happens here.
+
+``handle`` runs in a worker: it routes the stored message to a command or the active persona
+and commits the reply to the outbox in the same transaction that marks the message handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox, replies
+from bot.core import Core
+from bot.errors import UserFacingError
+from bot.messages import Attachment, ConversationRef, IncomingMessage
+from bot.queue import HANDLE_MESSAGE
+from bot.router import is_command
+from bot.storage.models import ChannelAccount, Conversation, Message, Persona, User
+from bot.turns import Reply, Turn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: int
+    conversation_id: int
+    duplicate: bool
+
+
+def handle_job_id(message_id: int, attempt: int = 0) -> str:
+    return f"msg:{message_id}" if attempt == 0 else f"msg:{message_id}:{attempt}"
+
+
+async def receive(core: Core, incoming: IncomingMessage) -> Received:
+    async with core.sessions.begin() as session:
+        user_id, conversation_id = await _resolve(session, core, incoming)
+        message_id = await _insert_message(session, incoming, user_id, conversation_id)
+        duplicate = message_id is None
+        if message_id is None:
+            message_id = await _existing_message(session, incoming)
+    if not duplicate:
+        await core.queue.enqueue(HANDLE_MESSAGE, message_id, job_id=handle_job_id(message_id))
+    return Received(message_id, conversation_id, duplicate)
+
+
+_LOOKUP = text(
+    """
+    SELECT (SELECT user_id FROM channel_accounts WHERE channel = :channel AND external_id = :author),
+           (SELECT id FROM conversations
+             WHERE channel = :channel AND workspace = :workspace AND chat = :chat AND thread = :thread)
+    """
+)
+
+
+async def _resolve(session: AsyncSession, core: Core, incoming: IncomingMessage) -> tuple[int, int]:
+    ref = incoming.ref
+    row = (
+        await session.execute(
+            _LOOKUP,
+            {
+                "channel": ref.channel,
+                "author": incoming.author.external_id,
+                "workspace": ref.workspace,
+                "chat": ref.chat,
+                "thread": ref.thread,
+            },
+        )
+    ).one()
+    user_id = row[0] or await _create_account(session, incoming)
+    conversation_id = row[1] or await _create_conversation(session, core, ref)
+    return user_id, conversation_id
+
+
+async def _create_account(session: AsyncSession, incoming: IncomingMessage) -> int:
+    channel, author = incoming.ref.channel, incoming.author
+    async with session.begin_nested():
+        user_id = await session.scalar(
+            insert(User).values(display_name=author.display_name).returning(User.id)
+        )
+        inserted = await session.scalar(
+            insert(ChannelAccount)
+            .values(
+                channel=channel,
+                external_id=author.external_id,
+                user_id=user_id,
+                display_name=author.display_name,
+            )
+            .on_conflict_do_nothing()
+            .returning(ChannelAccount.user_id)
+        )
+    if inserted is not None:
+        return int(inserted)
+    # Another receive created the account first: use theirs.
+    found = await session.scalar(
+        select(ChannelAccount.user_id).where(
+            ChannelAccount.channel == channel, ChannelAccount.external_id == author.external_id
+        )
+    )
+    assert found is not None
+    return int(found)
+
+
+async def conversation_for(core: Core, ref: ConversationRef) -> int:
+    """The conversation at ``ref``, created with the default persona if it is new."""
+    async with core.sessions.begin() as session:
+        return await _create_conversation(session, core, ref)
+
+
+async def _create_conversation(session: AsyncSession, core: Core, ref: ConversationRef) -> int:
+    persona = select(Persona.id).where(Persona.name == core.settings.default_persona)
+    key = {"channel": ref.channel, "workspace": ref.workspace, "chat": ref.chat, "thread": ref.thread}
+    inserted = await session.scalar(
+        insert(Conversation)
+        .values(**key, ref=ref.to_dict(), persona_id=persona.scalar_subquery())
+        .on_conflict_do_nothing()
+        .returning(Conversation.id)
+    )
+    if inserted is not None:
+        return int(inserted)
+    found = await session.scalar(select(Conversation.id).filter_by(**key))
+    assert found is not None
+    return int(found)
+
+
+async def _insert_message(
+    session: AsyncSession, incoming: IncomingMessage, user_id: int, conversation_id: int
+) -> int | None:
+    inserted = await session.scalar(
+        insert(Message)
+        .values(
+            conversation_id=conversation_id,
+            channel=incoming.ref.channel,
+            external_id=incoming.external_id,
+            direction="in",
+            author_id=user_id,
+            text=incoming.text,
+            attachments=[a.metadata() for a in incoming.attachments],
+            ref=incoming.ref.to_dict(),
+            status="received",
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        .returning(Message.id)
+    )
+    return None if inserted is None else int(inserted)
+
+
+async def _existing_message(session: AsyncSession, incoming: IncomingMessage) -> int:
+    found = await session.scalar(
+        select(Message.id).where(
+            Message.channel == incoming.ref.channel, Message.external_id == incoming.external_id
+        )
+    )
+    assert found is not None
+    return int(found)
+
+
+async def reset_context(core: Core, conversation_id: int) -> None:
+    """/new: earlier messages stay stored but leave the model's context."""
+    async with core.sessions.begin() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(context_since=func.now())
+        )
+
+
+async def message_status(core: Core, message_id: int) -> str | None:
+    async with core.sessions() as session:
+        return await session.scalar(select(Message.status).where(Message.id == message_id))
+
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+async def handle(core: Core, message_id: int) -> int | None:
+    """Answer one stored inbound message; returns the outbox id, or None if already answered."""
+    turn = await load_turn(core, message_id)
+    if turn is None:
+        return None
+    reply = await _route(core, turn)
+    return await outbox.commit_reply(core, turn, reply)
+
+
+async def load_turn(core: Core, message_id: int) -> Turn | None:
+    async with core.sessions() as session:
+        row = (
+            await session.execute(
+                select(Message, Conversation)
+                .join(Conversation, Message.conversation_id == Conversation.id)
+                .where(Message.id == message_id)
+            )
+        ).one_or_none()
+    if row is None or row.Message.status != "received":
+        return None
+    return _turn(row.Message, row.Conversation)
+
+
+def _turn(message: Message, conversation: Conversation) -> Turn:
+    return Turn(
+        message_id=message.id,
+        conversation_id=conversation.id,
+        user_id=message.author_id,
+        persona_id=conversation.persona_id,
+        text=message.text,
+        attachments=tuple(Attachment(**a) for a in message.attachments),
+        ref=ConversationRef.from_dict(message.ref or conversation.ref),
+        context_since=conversation.context_since,
+        created_at=message.created_at,
+    )
+
+
+async def _route(core: Core, turn: Turn) -> Reply:
+    try:
+        return await _answer(core, turn)
+    except UserFacingError as exc:
+        return Reply(exc.text, error=exc.text)
+    except Exception as exc:
+        reference = uuid.uuid4().hex[:8]
+        log.exception("turn %s failed (reference %s)", turn.message_id, reference)
+        return Reply(replies.internal_error(reference), error=f"{type(exc).__name__}: {exc}")
+
+
+async def _answer(core: Core, turn: Turn) -> Reply:
+    stripped = turn.text.strip()
+    if not stripped and not turn.attachments:
+        return Reply(replies.empty_message())
+    if len(turn.text) > core.settings.max_input_chars:
+        return Reply(replies.message_too_long(len(turn.text), core.settings.max_input_chars))
+    if is_command(stripped):
+        return await core.commands.dispatch(core, _with_text(turn, stripped))
+    if core.responder is None:
+        return Reply(replies.no_persona_configured())
+    return await core.responder.respond(core, turn)
+
+
+def _with_text(turn: Turn, text_: str) -> Turn:
+    from dataclasses import replace
+
+    return replace(turn, text=text_)

@@ -1,0 +1,43 @@
+"""The running parts one process shares, built by a composition root and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.queue import Queue
+from bot.router import CommandRegistry
+from bot.turns import Reply, Turn
+
+if TYPE_CHECKING:
+    from bot.llm import LLMGateway
+
+
+class Responder(Protocol):
+    """Answers a turn that is not a command (the persona layer implements this)."""
+
+    async def respond(self, core: Core, turn: Turn) -> Reply: ...
+
+
+@dataclass
+class Core:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    queue: Queue
+    commands: CommandRegistry = field(default_factory=CommandRegistry)
+    responder: Responder | None = None
+    _llm: LLMGateway | None = None
+
+    @property
+    def llm(self) -> LLMGateway:
+        """The gateway, built on first use: importing litellm costs seconds and the ack path never needs it."""
+        if self._llm is None:
+            from bot.llm import LLMGateway
+            from bot.usage import record_call
+
+            self._llm = LLMGateway(self.settings, record=record_call(self.sessions))
+        return self._llm

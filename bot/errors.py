@@ -1,0 +1,57 @@
+"""Switchboard's exceptions, all under one root.
+
+SwitchboardError
+├── UserFacingError        carries the sentence a person sees (``.text``)
+│   └── LLMError           the model could not answer (model, api_base, hint)
+│       ├── LLMUnreachable the model's server could not be reached
+│       ├── LLMTimeout     the model took longer than the configured timeout
+│       └── LLMAuthError   the provider refused our credentials
+├── AdapterError           a platform refused or failed a send (``.retry_after``, ``.permanent``)
+└── ServiceError           an embedded or external service could not be started or reached
+
+Third-party exceptions (litellm, SDKs) are translated into these at their boundary module.
+"""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    pass
+
+
+class UserFacingError(SwitchboardError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class LLMError(UserFacingError):
+    def __init__(self, text: str, *, model: str, api_base: str | None = None) -> None:
+        super().__init__(text)
+        self.model = model
+        self.api_base = api_base
+
+
+class LLMUnreachable(LLMError):
+    pass
+
+
+class LLMTimeout(LLMError):
+    pass
+
+
+class LLMAuthError(LLMError):
+    pass
+
+
+class AdapterError(SwitchboardError):
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class ServiceError(SwitchboardError):
+    pass

@@ -1,0 +1,505 @@
+"""The one door to language models: litellm behind a small gateway.
+
+``LLMGateway`` picks the model and address from ``Settings``, streams when asked, counts
+and prices tokens, reports every attempt to a recorder, and turns litellm's exceptions
+into the ``LLMError`` family with a sentence a person can act on.
+
+litellm is imported on first use: the import takes seconds and ~160 MB, so the CLI and
+the inbound path, which import this module, never pay for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.config import Settings
+from bot.errors import LLMAuthError, LLMError, LLMTimeout, LLMUnreachable
+
+# litellm fetches its price map and Anthropic header table from GitHub unless told not to:
+# slow offline, and a privacy leak for self-hosters. Set before anything imports it.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+
+DEFAULT_ADDRESS = "the provider's default address"
+# Sent to an OpenAI-compatible server (SWITCHBOARD_LLM_API_BASE) when no key is configured:
+# local servers ignore it, and the OpenAI client refuses to start without one.
+PLACEHOLDER_KEY = "sk-no-key-configured"
+_SWITCH_MODEL = (
+    "point Switchboard at another model with SWITCHBOARD_MODEL "
+    "(and SWITCHBOARD_LLM_API_BASE for an OpenAI-compatible server)"
+)
+_SAVED = "Your message is saved: send /retry when the model is back."
+_SAVED_FIX = "Your message is saved: send /retry once that's done."
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""  # as the model wrote it; echo this back in the conversation
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    latency_ms: float
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One row of ``llm_calls``; the caller persists it."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: no price known, never an invented one
+    latency_ms: float
+    status: str  # "ok" | "error"
+    error: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+Recorder = Callable[[CallRecord], Awaitable[None]]
+DeltaSink = Callable[[str], Awaitable[None]]
+_Context = Mapping[str, Any] | None
+
+
+# -- sentences people read ------------------------------------------------------------------
+
+
+def unreachable_text(model: str, address: str) -> str:
+    if model.startswith("ollama"):
+        name = model.split("/", 1)[-1]
+        hint = f"Start Ollama (`ollama serve` and `ollama pull {name}`) or {_SWITCH_MODEL}."
+    else:
+        hint = f"Check that the server is running, or {_SWITCH_MODEL}."
+    return f"I couldn't reach the model {model} at {address}. {hint} {_SAVED}"
+
+
+def timeout_text(model: str, address: str, seconds: float) -> str:
+    return (
+        f"The model {model} at {address} didn't answer within {seconds:g} seconds. It may be "
+        f"busy or still loading: allow it longer with SWITCHBOARD_LLM_TIMEOUT, or {_SWITCH_MODEL}. "
+        f"{_SAVED}"
+    )
+
+
+def auth_text(model: str, address: str, key_variable: str) -> str:
+    return (
+        f"The provider at {address} refused the credentials for the model {model}. "
+        f"Set {key_variable} to a valid key, or {_SWITCH_MODEL}. {_SAVED_FIX}"
+    )
+
+
+def missing_key_text(model: str, key_variables: Sequence[str]) -> str:
+    keys = " or ".join(key_variables)
+    return f"The model {model} needs an API key: set {keys}, or {_SWITCH_MODEL}. {_SAVED_FIX}"
+
+
+def not_found_text(model: str, address: str) -> str:
+    if model.startswith("ollama"):
+        hint = f"Pull it with `ollama pull {model.split('/', 1)[-1]}`"
+    else:
+        hint = "Check the model name in SWITCHBOARD_MODEL"
+    return f"The server at {address} doesn't know the model {model}. {hint}. {_SAVED_FIX}"
+
+
+def unavailable_text(model: str, address: str, status: int) -> str:
+    return (
+        f"The model {model} at {address} is unavailable right now (HTTP {status}). "
+        f"Send /retry in a moment, or {_SWITCH_MODEL}. Your message is saved."
+    )
+
+
+def failure_text(model: str, address: str, detail: str) -> str:
+    return (
+        f"The model {model} at {address} couldn't answer: {detail} "
+        "Your message is saved: send /retry to try again."
+    )
+
+
+# -- the gateway ----------------------------------------------------------------------------
+
+
+class LLMGateway:
+    """Chat completions, streaming and embeddings through litellm.
+
+    Fallbacks: ``complete`` tries ``model`` and then each fallback in order. It moves on
+    after a failure that another model may not share (unreachable, timeout, HTTP 429 or
+    5xx), and after a refused credential only when the next model belongs to a different
+    provider, whose key differs. It never moves on once streamed text has reached
+    ``on_delta``: the person would see two answers spliced. Otherwise the first model's
+    error is raised: that is the one the person configured. Every attempt, failed or not,
+    goes to ``record``. Retries within one model are left to the job queue.
+    """
+
+    def __init__(self, settings: Settings, record: Recorder | None = None) -> None:
+        self.settings = settings
+        self._record = record
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        fallbacks: Sequence[str] = (),
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        on_delta: DeltaSink | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        params = _drop_none(temperature=temperature, max_tokens=max_tokens)
+        if tools:
+            params["tools"] = [dict(tool) for tool in tools]
+            # litellm 1.106 sends any call with tools through its MCP gateway, which
+            # imports the optional `mcp` package and fails without it.
+            params["_skip_mcp_handler"] = True
+        sink = _CountingSink(on_delta) if on_delta else None
+        candidates = [model or self.settings.model, *fallbacks]
+        first: _Failed | None = None
+        for name, following in zip(candidates, [*candidates[1:], None], strict=True):
+            try:
+                return await self._complete_once(name, messages, params, sink, context)
+            except _Failed as failed:
+                first = first or failed
+                if (
+                    following is None
+                    or (sink and sink.count)
+                    or not self._may_fall_back(failed, name, following)
+                ):
+                    break
+        assert first is not None
+        raise first.error from first.__cause__
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str, context: Mapping[str, Any] | None = None
+    ) -> list[list[float]]:
+        if not texts:
+            return []
+        started = time.perf_counter()
+        try:
+            self._check_credentials(model)
+            response = await _litellm().aembedding(
+                model=model, input=list(texts), **self._connection(model)
+            )
+        except Exception as exc:
+            raise await self._failed(exc, model, started, context) from exc
+        tokens = _usage(response, "prompt_tokens")
+        await self._ok(model, tokens, 0, started, context)
+        items = sorted(response.data, key=lambda item: _get(item, "index"))
+        return [list(_get(item, "embedding")) for item in items]
+
+    def count_tokens(self, messages: Sequence[Mapping[str, Any]], model: str) -> int:
+        return int(_litellm().token_counter(model=model, messages=[dict(m) for m in messages]))
+
+    def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for a call: configured prices first, then litellm's bundled map, else None."""
+        configured = self.settings.model_prices.get(model)
+        if configured is not None:
+            per_million = prompt_tokens * configured.get("input", 0.0)
+            return (per_million + completion_tokens * configured.get("output", 0.0)) / 1e6
+        return _bundled_price(model, prompt_tokens, completion_tokens)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def _complete_once(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        params: dict[str, Any],
+        on_delta: DeltaSink | None,
+        context: Mapping[str, Any] | None,
+    ) -> Completion:
+        started = time.perf_counter()
+        request = {"model": model, "messages": [dict(m) for m in messages], **params}
+        request.update(self._connection(model))
+        try:
+            self._check_credentials(model)
+            response = await (_stream(request, on_delta) if on_delta else _call(request))
+        except _SinkError as sink:
+            raise sink.original from None  # the caller's own failure: not the model's
+        except Exception as exc:
+            raise await self._failed(exc, model, started, context) from exc
+        prompt, generated = _usage(response, "prompt_tokens"), _usage(response, "completion_tokens")
+        record = await self._ok(model, prompt, generated, started, context)
+        message = response.choices[0].message if response.choices else None
+        return Completion(
+            text=(message.content if message else None) or "",
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=generated,
+            cost_usd=record.cost_usd,
+            latency_ms=record.latency_ms,
+            tool_calls=_tool_calls(message),
+        )
+
+    def _connection(self, model: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"timeout": self.settings.llm_timeout, "max_retries": 0}
+        if self.settings.llm_api_base:
+            options["api_base"] = self.settings.llm_api_base
+            if _missing_keys(model):
+                options["api_key"] = PLACEHOLDER_KEY
+        return options
+
+    def _check_credentials(self, model: str) -> None:
+        """Fail before any network traffic when the provider's key is not set.
+
+        litellm reports a missing key differently per provider (a 500 for OpenAI, a
+        keyless request for some), so it is checked here, the same way for all.
+        """
+        missing = _missing_keys(model)
+        if missing and not self.settings.llm_api_base:
+            raise _MissingKey(missing)
+
+    async def _ok(
+        self, model: str, prompt: int, generated: int, started: float, context: _Context
+    ) -> CallRecord:
+        record = CallRecord(
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=generated,
+            cost_usd=self.price(model, prompt, generated),
+            latency_ms=_elapsed_ms(started),
+            status="ok",
+            context=dict(context or {}),
+        )
+        await self._send(record)
+        return record
+
+    async def _failed(
+        self, exc: Exception, model: str, started: float, context: _Context
+    ) -> _Failed:
+        failed = self._translate(exc, model)
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        latency = _elapsed_ms(started)
+        await self._send(
+            CallRecord(model, 0, 0, None, latency, "error", detail, dict(context or {}))
+        )
+        return failed
+
+    async def _send(self, record: CallRecord) -> None:
+        if self._record is not None:
+            await self._record(record)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _translate(self, exc: Exception, model: str) -> _Failed:
+        """litellm's exception as our own; the boolean says whether another model may help."""
+        litellm = _litellm()
+        base = self.settings.effective_api_base(model)
+        address = base or DEFAULT_ADDRESS
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, _MissingKey):
+            text = missing_key_text(model, exc.names)
+            return _Failed(LLMAuthError(text, model=model, api_base=base), transient=False)
+        if _caused_by(exc, (litellm.Timeout, *_timeout_errors())):
+            text = timeout_text(model, address, self.settings.llm_timeout)
+            return _Failed(LLMTimeout(text, model=model, api_base=base), transient=True)
+        if _caused_by(exc, _connection_errors()):
+            text = unreachable_text(model, address)
+            return _Failed(LLMUnreachable(text, model=model, api_base=base), transient=True)
+        if status == 401 or isinstance(exc, litellm.AuthenticationError):
+            text = auth_text(model, address, _key_variable(model))
+            return _Failed(LLMAuthError(text, model=model, api_base=base), transient=False)
+        text = _other_text(model, address, status, exc)
+        busy = status is not None and (status == 429 or status >= 500)
+        return _Failed(LLMError(text, model=model, api_base=base), transient=busy)
+
+    def _may_fall_back(self, failed: _Failed, model: str, following: str) -> bool:
+        if isinstance(failed.error, LLMAuthError):
+            return _provider(model) != _provider(following)
+        return failed.transient
+
+
+class _Failed(Exception):
+    def __init__(self, error: LLMError, transient: bool) -> None:
+        super().__init__(error.text)
+        self.error = error
+        self.transient = transient
+
+
+class _CountingSink:
+    """The caller's ``on_delta``, counting what got through (see the fallback rule)."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self.sink = sink
+        self.count = 0
+
+    async def __call__(self, text: str) -> None:
+        await self.sink(text)
+        self.count += 1
+
+
+class _MissingKey(Exception):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"missing {', '.join(names)}")
+        self.names = names
+
+
+class _SinkError(Exception):
+    """Carries an exception raised by the caller's ``on_delta`` past the error mapping."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+# -- litellm plumbing -------------------------------------------------------------------
+
+
+@functools.cache
+def _litellm() -> Any:
+    litellm: Any = importlib.import_module("litellm")
+    litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on errors
+    litellm.telemetry = False  # gone in 1.106; older releases phoned home unless False
+    litellm.drop_params = True  # e.g. temperature on models that refuse it: drop, don't fail
+    return litellm
+
+
+async def _call(request: dict[str, Any]) -> Any:
+    return await _litellm().acompletion(**request)
+
+
+async def _stream(request: dict[str, Any], on_delta: DeltaSink) -> Any:
+    litellm = _litellm()
+    stream = await litellm.acompletion(
+        **request, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        await _forward(chunk, on_delta)
+    # Rebuilds text, tool calls and usage; counts tokens itself when the server sent none.
+    return litellm.stream_chunk_builder(chunks, messages=request["messages"])
+
+
+async def _forward(chunk: Any, on_delta: DeltaSink) -> None:
+    text = chunk.choices[0].delta.content if chunk.choices else None
+    if not text:
+        return
+    try:
+        await on_delta(text)
+    except Exception as exc:
+        raise _SinkError(exc) from exc
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    return tuple(_tool_call(call) for call in getattr(message, "tool_calls", None) or [])
+
+
+def _tool_call(call: Any) -> ToolCall:
+    raw = call.function.arguments or ""
+    return ToolCall(call.id, call.function.name, _arguments(raw), raw)
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    """Parsed tool arguments; {} when the model wrote no JSON object (``raw`` keeps it)."""
+    try:
+        parsed = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _bundled_price(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    try:
+        prompt_cost, completion_cost = _litellm().cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises for every model missing from its map
+        return None
+    return float(prompt_cost) + float(completion_cost)
+
+
+def _provider(model: str) -> str:
+    try:
+        return str(_litellm().get_llm_provider(model)[1])
+    except Exception:  # an unknown provider: the model prefix is the best guess
+        return model.split("/", 1)[0]
+
+
+def _key_variable(model: str) -> str:
+    return f"{_provider(model).upper()}_API_KEY"
+
+
+def _missing_keys(model: str) -> list[str]:
+    """The provider's API-key variables, when none of them is set."""
+    found = _litellm().validate_environment(model=model)
+    if found.get("keys_in_environment"):
+        return []
+    return [name for name in found.get("missing_keys", []) if name.endswith("_API_KEY")]
+
+
+def _other_text(model: str, address: str, status: int | None, exc: Exception) -> str:
+    if status == 404:
+        return not_found_text(model, address)
+    if status is not None and (status == 429 or status >= 500):
+        return unavailable_text(model, address, status)
+    return failure_text(model, address, _provider_message(exc))
+
+
+def _provider_message(exc: Exception) -> str:
+    """The provider's own words, without litellm's class-name prefixes."""
+    message = str(getattr(exc, "message", exc)).split(" - ", 1)[-1].strip()
+    return (message[:300].rstrip(".") + ".") if message else "an unexpected error."
+
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    httpx = importlib.import_module("httpx")
+    return (httpx.TimeoutException, TimeoutError)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    httpx = importlib.import_module("httpx")
+    return (httpx.ConnectError, ConnectionError, socket.gaierror)
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """True when ``exc`` or anything in its cause chain is one of ``kinds``.
+
+    litellm wraps transport failures unevenly: with the OpenAI client a refused
+    connection surfaces as an InternalServerError (status 500) whose chain holds the
+    ConnectError, so the chain, not the outer class, says what happened.
+    """
+    return any(isinstance(link, kinds) for link in _chain(exc))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _usage(response: Any, name: str) -> int:
+    usage = getattr(response, "usage", None)
+    return int(getattr(usage, name, 0) or 0)
+
+
+def _get(item: Any, name: str) -> Any:
+    return item[name] if isinstance(item, Mapping) else getattr(item, name)
+
+
+def _drop_none(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,150 @@
+"""Replies are written to the outbox with the turn that produced them, then delivered by a job.
+
+A reply row and its outbox row commit in the same transaction that marks the inbound
+message handled, and only if it was still unanswered: a turn answered twice (a job retried
+after a crash) keeps one reply. Delivery holds a row lock while it sends, so two deliver
+jobs for the same row never both send; a crash mid-send rolls back to pending and the
+recovery sweep sends it again under the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from bot.core import Core
+from bot.errors import AdapterError
+from bot.messages import OutgoingMessage, SentRef
+from bot.queue import DELIVER
+from bot.storage.models import Message, Outbox
+from bot.turns import Reply, Turn
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    async def send(self, out: OutgoingMessage) -> SentRef: ...
+
+
+def deliver_job_id(outbox_id: int, attempt: int) -> str:
+    return f"deliver:{outbox_id}:{attempt}"
+
+
+async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
+    async with core.sessions.begin() as session:
+        claimed = await session.scalar(
+            update(Message)
+            .where(Message.id == turn.message_id, Message.status == "received")
+            .values(
+                status="failed" if reply.error else "handled",
+                error=reply.error,
+                handled_at=func.now(),
+            )
+            .returning(Message.id)
+        )
+        if claimed is None:
+            return None
+        # The claim holds the row lock, so counting earlier answers (from /retry) is safe.
+        earlier = await session.scalar(
+            select(func.count()).where(Message.reply_to_id == turn.message_id)
+        )
+        out = OutgoingMessage(
+            ref=turn.ref,
+            text=reply.text,
+            attachments=reply.attachments,
+            idempotency_key=f"reply:{turn.message_id}:{earlier}",
+            in_reply_to=turn.message_id,
+        )
+        reply_id = await session.scalar(
+            insert(Message)
+            .values(
+                conversation_id=turn.conversation_id,
+                channel=turn.ref.channel,
+                direction="out",
+                persona_id=reply.persona_id,
+                text=reply.text,
+                attachments=[a.metadata() for a in reply.attachments],
+                status="handled",
+                reply_to_id=turn.message_id,
+            )
+            .returning(Message.id)
+        )
+        outbox_id = await session.scalar(
+            insert(Outbox)
+            .values(
+                message_id=reply_id,
+                channel=turn.ref.channel,
+                payload=out.to_dict(),
+                idempotency_key=out.idempotency_key,
+            )
+            .returning(Outbox.id)
+        )
+    assert outbox_id is not None
+    await core.queue.enqueue(DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, 0))
+    return int(outbox_id)
+
+
+async def deliver(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> str:
+    """Send one outbox row; returns its status afterwards (sent, pending, failed or skipped)."""
+    async with core.sessions.begin() as session:
+        row = await session.scalar(
+            select(Outbox)
+            .where(Outbox.id == outbox_id, Outbox.status == "pending")
+            .with_for_update(skip_locked=True)
+        )
+        if row is None:
+            return "skipped"
+        row.attempts += 1
+        try:
+            sent = await _send(senders, row)
+        except AdapterError as exc:
+            _record_failure(core, row, exc)
+        else:
+            row.status, row.sent_at, row.external_id = "sent", datetime.now(UTC), sent.external_id
+            row.last_error = None
+            await session.execute(
+                update(Message).where(Message.id == row.message_id).values(external_id=_external(row))
+            )
+        status, attempts, due = row.status, row.attempts, row.next_attempt_at
+    if status == "pending":
+        # After commit: the retry must not find the row still locked by this transaction.
+        await core.queue.enqueue(
+            DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, attempts), defer_until=due
+        )
+    return status
+
+
+async def _send(senders: Mapping[str, Sender], row: Outbox) -> SentRef:
+    sender = senders.get(row.channel)
+    if sender is None:
+        raise AdapterError(f"no adapter for channel {row.channel!r} is configured", permanent=True)
+    return await sender.send(OutgoingMessage.from_dict(row.payload))
+
+
+def _external(row: Outbox) -> str | None:
+    # Outbound rows share the (channel, external_id) key with inbound ones: namespace them.
+    return f"out:{row.external_id}" if row.external_id else None
+
+
+def _record_failure(core: Core, row: Outbox, exc: AdapterError) -> None:
+    row.last_error = str(exc)
+    if exc.permanent or row.attempts >= core.settings.max_delivery_attempts:
+        row.status = "failed"
+        log.error("giving up on outbox %s after %s attempts: %s", row.id, row.attempts, exc)
+        return
+    delay = backoff(row.attempts, exc.retry_after)
+    row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+    log.warning("outbox %s attempt %s failed (%s); retry in %.1fs", row.id, row.attempts, exc, delay)
+
+
+def backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential with jitter, capped at 10 minutes; a platform's Retry-After wins when longer."""
+    base = min(600.0, 2.0 ** (attempt - 1))
+    jittered = base * (0.5 + random.random() / 2)
+    return max(jittered, retry_after or 0.0)

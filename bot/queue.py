@@ -1,0 +1,58 @@
+"""The job queue seam: arq on a Redis-protocol server, with JSON (never pickle) on the wire."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Protocol
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+HANDLE_MESSAGE = "handle_message"
+DELIVER = "deliver"
+
+
+def serialize(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def deserialize(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+class Queue(Protocol):
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str, defer_until: datetime | None = None
+    ) -> bool: ...
+
+
+class ArqQueue:
+    """Enqueues by function name; ``job_id`` makes a second enqueue of the same work a no-op."""
+
+    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str, defer_until: datetime | None = None
+    ) -> bool:
+        job = await self.redis.enqueue_job(
+            function,
+            *args,
+            _job_id=job_id,
+            _queue_name=self.queue_name,
+            _defer_until=defer_until,
+        )
+        return job is not None
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+async def connect(url: str) -> ArqRedis:
+    return await create_pool(
+        redis_settings(url), job_serializer=serialize, job_deserializer=deserialize
+    )

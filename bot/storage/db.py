@@ -1,0 +1,79 @@
+"""Engine, sessions and schema upgrades."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+import migrations
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    # Connections are recycled hourly so a restarted external server is picked up quietly.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=3600)
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+MIGRATION_LOCK = 0x5B0A4D  # pg advisory lock id: one process migrates at a time
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; concurrent callers wait for the first to finish."""
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        # A transaction-scoped lock: released on commit or rollback, whatever happens.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
+        await conn.run_sync(_upgrade, revision)
+
+
+def _upgrade(connection: object, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config(None)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
+
+    async with engine.connect() as conn:
+        try:
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except ProgrammingError:
+            return None
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None
+    return head

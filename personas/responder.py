@@ -1,0 +1,82 @@
+"""A persona answers a turn: its prompt, the conversation so far, its model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.core import Core
+from bot.router import is_command
+from bot.storage.models import Message, Persona
+from bot.turns import Reply, Turn
+from personas import prompt
+
+HISTORY_WINDOW = 200
+
+
+class PersonaResponder:
+    async def respond(self, core: Core, turn: Turn) -> Reply:
+        persona, history = await self._load(core, turn)
+        if persona is None:
+            return await self._no_persona(core)
+        model = persona.model or core.settings.model
+        messages = prompt.build(
+            persona.system_prompt,
+            history,
+            turn.text,
+            core.settings.history_token_budget,
+            lambda msgs: core.llm.count_tokens(msgs, model),
+        )
+        completion = await core.llm.complete(
+            messages,
+            model=model,
+            fallbacks=persona.fallbacks,
+            temperature=persona.temperature,
+            max_tokens=persona.max_tokens,
+            context=_context(turn, persona),
+        )
+        return Reply(completion.text, persona_id=persona.id)
+
+    async def _load(self, core: Core, turn: Turn) -> tuple[Persona | None, list[Message]]:
+        async with core.sessions() as session:
+            persona = await session.get(Persona, turn.persona_id) if turn.persona_id else None
+            rows = await session.scalars(
+                select(Message)
+                .where(
+                    Message.conversation_id == turn.conversation_id,
+                    Message.created_at >= turn.context_since,
+                    Message.id < turn.message_id,
+                )
+                .order_by(Message.id.desc())
+                .limit(HISTORY_WINDOW)
+            )
+            return persona, chat_history(list(rows)[::-1])
+
+    async def _no_persona(self, core: Core) -> Reply:
+        from bot import replies
+
+        return Reply(replies.no_persona_configured(), error="no persona")
+
+
+def chat_history(rows: Sequence[Message]) -> list[Message]:
+    """The talk with the persona: answered messages and their replies, minus commands."""
+    answered = {
+        row.id
+        for row in rows
+        if row.direction == "in" and row.status == "handled" and not is_command(row.text.strip())
+    }
+    return [
+        row
+        for row in rows
+        if row.id in answered or (row.direction == "out" and row.reply_to_id in answered)
+    ]
+
+
+def _context(turn: Turn, persona: Persona) -> dict[str, Any]:
+    return {
+        "persona_id": persona.id,
+        "conversation_id": turn.conversation_id,
+        "message_id": turn.message_id,
+    }

@@ -1,0 +1,69 @@
+"""Persona files: one YAML document per persona, validated with messages that name the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+LIBRARY = Path(__file__).parent / "library"
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+class PersonaSpecError(ValueError):
+    pass
+
+
+class PersonaSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    system_prompt: str
+    model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    greeting: str = ""
+    tools: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '-' or '_', starting with a letter")
+        return value
+
+
+def load_file(path: Path) -> PersonaSpec:
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PersonaSpecError(f"{path}: cannot read persona file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PersonaSpecError(f"{path}: expected a mapping with name, system_prompt, …")
+    try:
+        return PersonaSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise PersonaSpecError(f"{path}: {problems}") from exc
+
+
+def discover(config_dir: Path) -> tuple[dict[str, tuple[PersonaSpec, Path]], list[str]]:
+    """Shipped personas, overridden by same-named files in ``config_dir/personas``."""
+    found: dict[str, tuple[PersonaSpec, Path]] = {}
+    problems: list[str] = []
+    for folder in (LIBRARY, config_dir / "personas"):
+        for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+            try:
+                spec = load_file(path)
+            except PersonaSpecError as exc:
+                problems.append(str(exc))
+                continue
+            found[spec.name] = (spec, path)
+    return found, problems

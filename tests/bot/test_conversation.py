@@ -1,0 +1,90 @@
+"""The whole path: receive → queue → real worker → fake LLM over HTTP → outbox → channel."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.app import Runtime
+from bot.messages import Attachment
+from bot.storage.models import LLMCall, Message
+from tests.fakes.llm_server import FakeLLM
+from tests.support import count, delivered, drain, outbox_rows, reply_to, say
+
+
+async def test_a_message_gets_one_persona_reply(runtime: Runtime, llm: FakeLLM) -> None:
+    out = await reply_to(runtime, "hello there")
+
+    assert out.text == "echo: hello there"
+    sent = llm.requests[-1]
+    assert sent["model"] == "fake-model"
+    assert sent["messages"][0]["role"] == "system"
+    assert "general assistant" in sent["messages"][0]["content"]
+    assert sent["messages"][-1] == {"role": "user", "content": "hello there"}
+    assert [row.status for row in await outbox_rows(runtime)] == ["sent"]
+
+
+async def test_every_model_call_is_recorded(runtime: Runtime) -> None:
+    await reply_to(runtime, "count my tokens please")
+
+    async with runtime.core.sessions() as session:
+        call = (await session.scalars(select(LLMCall))).one()
+    assert call.status == "ok"
+    assert call.model.endswith("fake-model")
+    assert call.prompt_tokens > 0 and call.completion_tokens > 0
+    assert call.latency_ms > 0
+    assert call.cost_usd is None  # a custom model has no known price: never invented
+
+
+async def test_the_same_external_id_twice_is_one_message_and_one_reply(runtime: Runtime) -> None:
+    first = await say(runtime, "only once", external_id="evt-1")
+    second = await say(runtime, "only once", external_id="evt-1")
+    await drain(runtime)
+
+    assert second.duplicate and second.message_id == first.message_id
+    assert await count(runtime, Message.direction == "in") == 1
+    assert len(await delivered(runtime)) == 1
+
+
+async def test_history_goes_to_the_model_and_new_clears_it(runtime: Runtime, llm: FakeLLM) -> None:
+    await reply_to(runtime, "my name is Alice")
+    await reply_to(runtime, "what is my name?")
+    contents = [m["content"] for m in llm.requests[-1]["messages"]]
+    assert contents[1:] == ["my name is Alice", "echo: my name is Alice", "what is my name?"]
+
+    assert "fresh conversation" in (await reply_to(runtime, "/new")).text
+    await reply_to(runtime, "and now?")
+    assert [m["content"] for m in llm.requests[-1]["messages"]][1:] == ["and now?"]
+
+
+async def test_commands_do_not_reach_the_model(runtime: Runtime, llm: FakeLLM) -> None:
+    await reply_to(runtime, "/help")
+    await reply_to(runtime, "hi")
+
+    assert len(llm.requests) == 1
+    assert [m["content"] for m in llm.requests[0]["messages"]][1:] == ["hi"]
+
+
+async def test_oversized_input_gets_a_clear_reply_and_is_kept(runtime: Runtime, llm: FakeLLM) -> None:
+    out = await reply_to(runtime, "x" * 100_000)
+
+    assert "100,000 characters" in out.text and "32,000" in out.text
+    assert llm.requests == []
+    assert await count(runtime, Message.direction == "in", Message.status == "handled") == 1
+
+
+async def test_empty_input_gets_a_hint(runtime: Runtime, llm: FakeLLM) -> None:
+    out = await reply_to(runtime, "   ")
+
+    assert "empty" in out.text
+    assert llm.requests == []
+
+
+async def test_undecodable_file_names_and_nul_bytes_are_stored_safely(runtime: Runtime) -> None:
+    weird = Attachment(filename=b"r\xe9sum\xe9\xff.pdf", size=10)  # type: ignore[arg-type]
+    out = await reply_to(runtime, "see\x00 attached", attachments=(weird,))
+
+    assert out.text == "echo: see\ufffd attached"
+    async with runtime.core.sessions() as session:
+        stored = await session.scalar(select(Message).where(Message.direction == "in"))
+    assert stored is not None
+    assert stored.attachments[0]["filename"] == "r\ufffdsum\ufffd\ufffd.pdf"

@@ -1,0 +1,72 @@
+"""Small helpers the tests share: send like an adapter, drain the queue with a real worker."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+
+from adapters.local import LocalStream
+from bot.app import Runtime
+from bot.conversation import Received, receive
+from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
+from bot.storage.models import Message, Outbox
+from worker.settings import build_worker
+
+REF = ConversationRef(channel="terminal", chat="alice")
+
+
+def incoming(
+    text: str,
+    *,
+    external_id: str | None = None,
+    ref: ConversationRef = REF,
+    attachments: tuple[Attachment, ...] = (),
+) -> IncomingMessage:
+    return IncomingMessage(
+        ref=ref,
+        external_id=external_id or uuid.uuid4().hex,
+        author=Author("alice", "Alice"),
+        text=text,
+        attachments=attachments,
+    )
+
+
+async def say(runtime: Runtime, text: str, **kwargs: object) -> Received:
+    return await receive(runtime.core, incoming(text, **kwargs))  # type: ignore[arg-type]
+
+
+async def drain(runtime: Runtime) -> int:
+    """Run a real arq worker in burst mode until the queue is empty; returns jobs completed."""
+    worker = build_worker(
+        runtime.core, runtime.endpoints.redis_url, burst=True, handle_signals=False
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return worker.jobs_complete
+
+
+async def delivered(runtime: Runtime, ref: ConversationRef = REF) -> list[OutgoingMessage]:
+    """Every reply the channel's stream received, oldest first."""
+    entries = await LocalStream(runtime.redis, ref.channel).history(ref.chat)
+    return [entry.out for entry in entries if entry.out is not None]
+
+
+async def reply_to(runtime: Runtime, text: str, **kwargs: object) -> OutgoingMessage:
+    received = await say(runtime, text, **kwargs)
+    await drain(runtime)
+    found = [out for out in await delivered(runtime) if out.in_reply_to == received.message_id]
+    assert len(found) == 1, f"expected one reply to {text!r}, got {found}"
+    return found[0]
+
+
+async def count(runtime: Runtime, *where: object) -> int:
+    async with runtime.core.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message).where(*where)) or 0)  # type: ignore[arg-type]
+
+
+async def outbox_rows(runtime: Runtime) -> list[Outbox]:
+    async with runtime.core.sessions() as session:
+        return list((await session.scalars(select(Outbox).order_by(Outbox.id))).all())

@@ -1,0 +1,19 @@
+"""Thin jobs: take an id, call the domain function, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import conversation, outbox, recovery
+
+
+async def handle_message(ctx: dict[str, Any], message_id: int) -> int | None:
+    return await conversation.handle(ctx["core"], message_id)
+
+
+async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
+    return await outbox.deliver(ctx["core"], ctx["senders"], outbox_id)
+
+
+async def sweep(ctx: dict[str, Any]) -> tuple[int, int]:
+    return await recovery.sweep(ctx["core"])

@@ -1,0 +1,1 @@
+"""Workflows: stored, versioned graphs run by workers (see the workflows issue)."""
