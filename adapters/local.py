@@ -18,6 +18,17 @@ from bot.errors import AdapterError
 from bot.messages import OutgoingMessage, SentRef
 
 STREAM_LENGTH = 1000
+SEEN_SECONDS = 7 * 24 * 3600
+
+# Append once per idempotency key, atomically: a redelivery after a crash finds the entry
+# the first attempt wrote and returns its id instead of writing a second one.
+_APPEND_ONCE = """
+local seen = redis.call('GET', KEYS[2])
+if seen then return seen end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'kind', 'reply', 'payload', ARGV[2])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
+return id
+"""
 
 
 def stream_key(channel: str, chat: str) -> str:
@@ -38,21 +49,24 @@ class LocalStream:
         self.channel = channel
 
     async def send(self, out: OutgoingMessage) -> SentRef:
-        fields = {"kind": "reply", "payload": json.dumps(out.to_dict())}
-        entry = await self._add(out.ref.chat, fields)
-        return SentRef(entry)
-
-    async def delta(self, chat: str, in_reply_to: int, text: str) -> None:
-        await self._add(chat, {"kind": "delta", "payload": json.dumps({"in_reply_to": in_reply_to, "text": text})})
-
-    async def _add(self, chat: str, fields: dict[str, str]) -> str:
+        keys = [stream_key(self.channel, out.ref.chat), f"switchboard:sent:{out.idempotency_key}"]
         try:
-            entry = await self.redis.xadd(
-                stream_key(self.channel, chat), fields, maxlen=STREAM_LENGTH, approximate=True
+            entry = await self.redis.eval(
+                _APPEND_ONCE, 2, *keys, STREAM_LENGTH, json.dumps(out.to_dict()), SEEN_SECONDS
             )
         except RedisError as exc:
             raise AdapterError(f"could not append to the {self.channel} stream: {exc}") from exc
-        return entry.decode() if isinstance(entry, bytes) else str(entry)
+        return SentRef(_text(entry))
+
+    async def delta(self, chat: str, in_reply_to: int, text: str) -> None:
+        """A piece of a reply still being written; the final reply still comes by ``send``."""
+        payload = json.dumps({"in_reply_to": in_reply_to, "text": text})
+        await self.redis.xadd(
+            stream_key(self.channel, chat),
+            {"kind": "delta", "payload": payload},
+            maxlen=STREAM_LENGTH,
+            approximate=True,
+        )
 
     async def read(self, chat: str, after: str, block_ms: int) -> list[StreamEntry]:
         found = await self.redis.xread({stream_key(self.channel, chat): after}, block=block_ms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
 import os
 import socket
 import time
@@ -163,6 +164,7 @@ class LLMGateway:
         on_delta: DeltaSink | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> Completion:
+        """The model's answer to ``messages``; with ``on_delta``, its text streams there too."""
         params = _drop_none(temperature=temperature, max_tokens=max_tokens)
         if tools:
             params["tools"] = [dict(tool) for tool in tools]
@@ -198,7 +200,8 @@ class LLMGateway:
                 model=model, input=list(texts), **self._connection(model)
             )
         except Exception as exc:
-            raise await self._failed(exc, model, started, context) from exc
+            failed = await self._failed(exc, model, started, context)
+            raise failed.error from exc
         tokens = _usage(response, "prompt_tokens")
         await self._ok(model, tokens, 0, started, context)
         items = sorted(response.data, key=lambda item: _get(item, "index"))
@@ -231,13 +234,16 @@ class LLMGateway:
         try:
             self._check_credentials(model)
             response = await (_stream(request, on_delta) if on_delta else _call(request))
-        except _SinkError as sink:
-            raise sink.original from None  # the caller's own failure: not the model's
+        except _SinkError as sink:  # the caller's own failure, not the model's: no fallback
+            detail = f"stopped: on_delta raised {type(sink.original).__name__}"
+            await self._send(_error_record(model, started, detail, context))
+            raise sink.original from None
         except Exception as exc:
             raise await self._failed(exc, model, started, context) from exc
         prompt, generated = _usage(response, "prompt_tokens"), _usage(response, "completion_tokens")
         record = await self._ok(model, prompt, generated, started, context)
-        message = response.choices[0].message if response.choices else None
+        choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
+        message = choices[0].message if choices else None
         return Completion(
             text=(message.content if message else None) or "",
             model=model,
@@ -285,11 +291,7 @@ class LLMGateway:
         self, exc: Exception, model: str, started: float, context: _Context
     ) -> _Failed:
         failed = self._translate(exc, model)
-        detail = f"{type(exc).__name__}: {exc}"[:500]
-        latency = _elapsed_ms(started)
-        await self._send(
-            CallRecord(model, 0, 0, None, latency, "error", detail, dict(context or {}))
-        )
+        await self._send(_error_record(model, started, _describe(failed.error, exc), context))
         return failed
 
     async def _send(self, record: CallRecord) -> None:
@@ -368,7 +370,24 @@ def _litellm() -> Any:
     litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on errors
     litellm.telemetry = False  # gone in 1.106; older releases phoned home unless False
     litellm.drop_params = True  # e.g. temperature on models that refuse it: drop, don't fail
+    # Retrying is the fallback chain's and the job queue's business. Embeddings read this
+    # default because litellm 1.106 turns max_retries=0 into `0 or DEFAULT_MAX_RETRIES`.
+    litellm.DEFAULT_MAX_RETRIES = 0
+    _quiet_logging()
     return litellm
+
+
+def _quiet_logging() -> None:
+    """litellm logs every call at INFO through handlers of its own: leave ours in charge.
+
+    Its records propagate to the application's handlers; ``LITELLM_LOG=DEBUG`` still
+    turns its detail on for debugging.
+    """
+    level = getattr(logging, os.environ.get("LITELLM_LOG", "WARNING").upper(), logging.WARNING)
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(level)
 
 
 async def _call(request: dict[str, Any]) -> Any:
@@ -453,6 +472,13 @@ def _other_text(model: str, address: str, status: int | None, exc: Exception) ->
     return failure_text(model, address, _provider_message(exc))
 
 
+def _describe(error: LLMError, exc: Exception) -> str:
+    """A short line for the call log, e.g. ``LLMError HTTP 500: overloaded``."""
+    status = getattr(exc, "status_code", None)
+    shown = f" HTTP {status}" if status and type(error) in (LLMError, LLMAuthError) else ""
+    return f"{type(error).__name__}{shown}: {_provider_message(exc)}"[:500]
+
+
 def _provider_message(exc: Exception) -> str:
     """The provider's own words, without litellm's class-name prefixes."""
     message = str(getattr(exc, "message", exc)).split(" - ", 1)[-1].strip()
@@ -486,6 +512,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         link = link.__cause__ or link.__context__
+
+
+def _error_record(model: str, started: float, detail: str, context: _Context) -> CallRecord:
+    return CallRecord(model, 0, 0, None, _elapsed_ms(started), "error", detail, dict(context or {}))
 
 
 def _usage(response: Any, name: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot import conversation, outbox, recovery
+from worker.liveness import reclaim_orphans
 
 
 async def handle_message(ctx: dict[str, Any], message_id: int) -> int | None:
@@ -16,4 +17,5 @@ async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> tuple[int, int]:
+    await reclaim_orphans(ctx["redis"])
     return await recovery.sweep(ctx["core"])

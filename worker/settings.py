@@ -11,6 +11,7 @@ from bot.core import Core
 from bot.outbox import Sender
 from bot.queue import deserialize, redis_settings, serialize
 from worker import jobs
+from worker.liveness import Liveness
 
 HEALTH_CHECK_SECONDS = 5
 
@@ -32,8 +33,19 @@ def build_worker(
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["core"] = core
         ctx["senders"] = build_senders(ctx["redis"])
+        ctx["liveness"] = Liveness(ctx["redis"])
+        await ctx["liveness"].start()
         # Anything left over from a crash is picked up at once, not at the next sweep.
         await jobs.sweep(ctx)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["liveness"].stop()
+
+    async def on_job_start(ctx: dict[str, Any]) -> None:
+        await ctx["liveness"].job_started(ctx["job_id"])
+
+    async def after_job_end(ctx: dict[str, Any]) -> None:
+        await ctx["liveness"].job_ended(ctx["job_id"])
 
     return Worker(
         functions=[
@@ -52,6 +64,9 @@ def build_worker(
         health_check_interval=HEALTH_CHECK_SECONDS,
         health_check_key=health_check_key(settings.queue_name),
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        on_job_start=on_job_start,
+        after_job_end=after_job_end,
         burst=burst,
         handle_signals=handle_signals,
         log_results=False,

@@ -22,8 +22,8 @@ from bot.llm import (
 )
 from tests.fakes.llm_server import FakeLLM
 
-# pydantic warns once, when litellm first builds its streaming message schema. Needed in
-# pyproject too (see the module's closing note) for suites that stream through the gateway.
+# litellm silences this pydantic warning with a global filter at import, which pytest's
+# per-test warning capture drops. Redundant once pyproject's filterwarnings carries it.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Items? .* using the .ReadOnly. qualifier:UserWarning:pydantic"
 )
@@ -137,13 +137,18 @@ async def test_streaming_counts_tokens_when_the_server_sends_no_usage(
 
 
 async def test_an_exception_in_on_delta_reaches_the_caller_unchanged(
-    gateway: LLMGateway,
+    gateway: LLMGateway, fake: FakeLLM, records: Records
 ) -> None:
     async def explode(text: str) -> None:
         raise RuntimeError("the chat platform went away")
 
     with pytest.raises(RuntimeError, match="went away"):
-        await gateway.complete(HELLO, on_delta=explode)
+        await gateway.complete(HELLO, on_delta=explode, fallbacks=["openai/backup"])
+
+    assert len(fake.requests) == 1
+    assert [(r.status, r.error) for r in records] == [
+        ("error", "stopped: on_delta raised RuntimeError")
+    ]
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["whole", "streamed"])
@@ -159,7 +164,9 @@ async def test_tool_calls_are_parsed(gateway: LLMGateway, fake: FakeLLM, streami
         on_delta=ignore if streaming else None,
     )
 
-    assert done.tool_calls == (ToolCall("call_1", "get_weather", {"city": "Paris"}, '{"city": "Paris"}'),)
+    assert done.tool_calls == (
+        ToolCall("call_1", "get_weather", {"city": "Paris"}, '{"city": "Paris"}'),
+    )
     assert fake.requests[-1]["tools"] == [WEATHER_TOOL]
 
 
@@ -232,9 +239,7 @@ def test_the_default_address_is_named_when_none_is_configured() -> None:
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["whole", "streamed"])
-async def test_a_hanging_server_times_out(
-    fake: FakeLLM, records: Records, streaming: bool
-) -> None:
+async def test_a_hanging_server_times_out(fake: FakeLLM, records: Records, streaming: bool) -> None:
     fake.hang = True
     gateway = LLMGateway(make_settings(llm_api_base=fake.url, llm_timeout=0.3), records)
 

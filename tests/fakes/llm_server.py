@@ -43,14 +43,13 @@ class FakeLLM:
     def __init__(self, *, port: int = 0, dims: int = 384, latency: float = 0.0) -> None:
         self.port = port
         self.dims = dims
-        self.latency = latency
-        self.hang = False
-        self.stream_usage = True  # False: ignore stream_options.include_usage, as some servers do
         self.models: list[str] = ["fake-model"]
         self.requests: list[Json] = []
         self._script: deque[Reply] = deque()
-        self._stopping = asyncio.Event()
+        self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.reset()
+        self.latency = latency
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -58,14 +57,18 @@ class FakeLLM:
     def error(status: int = 500, message: str = "the fake server failed on purpose") -> ErrorReply:
         return ErrorReply(status, message)
 
-    def script(self, *replies: Reply) -> None:
-        self._script.extend(replies)
-
     def reset(self) -> None:
-        """Back to defaults between tests that share one server."""
-        self.latency, self.hang, self.stream_usage = 0.0, False, True
+        """Back to defaults between tests; requests that hang are answered (with a 503)."""
+        self.latency = 0.0
+        self.hang = False
+        self.stream_usage = True  # False: ignore stream_options.include_usage, as some servers do
         self.requests.clear()
         self._script.clear()
+        self._release.set()
+        self._release = asyncio.Event()
+
+    def script(self, *replies: Reply) -> None:
+        self._script.extend(replies)
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         self._script.extendleft(self.error(status) for _ in range(n))
@@ -88,7 +91,7 @@ class FakeLLM:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
-        self._stopping.set()  # releases hanging handlers so shutdown does not wait on them
+        self._release.set()  # answer hanging requests so shutdown does not wait on them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -106,8 +109,8 @@ class FakeLLM:
         body: Json = await request.json()
         self.requests.append(body)
         if self.hang:
-            await self._stopping.wait()
-            return body, self.error(503, "the fake server is shutting down")
+            await self._release.wait()
+            return body, self.error(503, "the fake server stopped hanging")
         await asyncio.sleep(self.latency)
         return body, self._script.popleft() if self._script else None
 
@@ -127,13 +130,9 @@ class FakeLLM:
         if self._script and isinstance(self._script[0], ErrorReply):
             return _error_response(self._script.popleft())  # type: ignore[arg-type]
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        base64_wanted = body.get("encoding_format") == "base64"
+        b64 = body.get("encoding_format") == "base64"  # the OpenAI SDK's own default
         data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": _encode(self._vector(t), base64_wanted),
-            }
+            {"object": "embedding", "index": i, "embedding": _encode(self._vector(t), b64)}
             for i, t in enumerate(texts)
         ]
         tokens = sum(_words(t) for t in texts)
@@ -161,7 +160,12 @@ class _Answer:
         self.with_usage = with_usage
         self.text = reply if isinstance(reply, str) else reply.get("content", "")
         self.tool = None if isinstance(reply, str) else _tool_call(reply)
-        self.id = f"chatcmpl-{hashlib.sha1(json.dumps(body).encode()).hexdigest()[:12]}"
+        digest = hashlib.sha1(json.dumps(body).encode()).hexdigest()[:12]
+        self.head = {
+            "id": f"chatcmpl-{digest}",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
         generated = self.text + (self.tool["function"]["arguments"] if self.tool else "")
         prompt = sum(_words(m.get("content")) for m in body["messages"])
         self.usage = {
@@ -175,13 +179,7 @@ class _Answer:
         return "tool_calls" if self.tool else "stop"
 
     def _envelope(self, kind: str, choices: list[Json]) -> Json:
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": int(time.time()),
-            "model": self.body["model"],
-            "choices": choices,
-        }
+        return {**self.head, "object": kind, "choices": choices}
 
     def whole(self) -> Json:
         message: Json = {"role": "assistant", "content": self.text or None}
@@ -193,14 +191,9 @@ class _Answer:
     def _deltas(self) -> list[Json]:
         deltas: list[Json] = [{"content": piece} for piece in re.findall(r"\s*\S+", self.text)]
         if self.tool:
-            call, fn = self.tool, self.tool["function"]
-            head = {
-                "index": 0,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": fn["name"], "arguments": ""},
-            }
-            deltas.append({"tool_calls": [head]})
+            fn = self.tool["function"]
+            opening = {"index": 0, **self.tool, "function": {"name": fn["name"], "arguments": ""}}
+            deltas.append({"tool_calls": [opening]})
             for part in re.findall(r".{1,8}", fn["arguments"]):
                 deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
         return [{"role": "assistant", "content": ""}, *deltas]

@@ -1,0 +1,82 @@
+"""What the benchmarks share: a throwaway Switchboard home, percentiles, the final JSON line.
+
+Every benchmark starts the same embedded Postgres and Valkey the product uses, in a fresh
+temporary home (or joins DATABASE_URL / REDIS_URL when they are set), and releases them at
+the end. Its last line on stdout is one JSON object of figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+# Before anything imports litellm: never fetch its price map from the internet.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from bot.config import Settings  # noqa: E402
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds."""
+    return {
+        "p50_ms": ms(percentile(seconds, 50)),
+        "p99_ms": ms(percentile(seconds, 99)),
+        "max_ms": ms(max(seconds)),
+    }
+
+
+@contextlib.contextmanager
+def temp_home() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as path:
+        yield Path(path)
+
+
+def settings(home: Path, **fields: Any) -> Settings:
+    """Settings for a benchmark run: its own queue, external servers only when configured."""
+    fields.setdefault("queue_name", f"switchboard:bench:{uuid.uuid4().hex[:8]}")
+    return Settings(
+        home=home,
+        config_dir=home / "config",
+        database_url=os.environ.get("DATABASE_URL"),
+        redis_url=os.environ.get("REDIS_URL"),
+        **fields,
+    )
+
+
+def quiet_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def emit(name: str, **figures: Any) -> None:
+    """The benchmark's last line: one JSON object."""
+    print(json.dumps({"name": name, **figures}), flush=True)

@@ -1,0 +1,71 @@
+"""Dependencies point one way, and third-party SDKs stay inside their boundary modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("bot", "adapters", "personas", "workflows", "worker")
+# Who may import whom (composition roots excepted): adapters → bot ← personas, workflows ← worker.
+ALLOWED = {
+    "bot": {"bot", "migrations"},
+    "adapters": {"bot", "adapters"},
+    "personas": {"bot", "personas"},
+    "workflows": {"bot", "personas", "workflows"},
+    "worker": {"bot", "adapters", "personas", "workflows", "worker"},
+}
+COMPOSITION_ROOTS = {"bot/app.py", "bot/cli.py", "worker/settings.py"}
+# SDK → the only modules allowed to import it.
+BOUNDARIES = {
+    "litellm": {"bot/llm.py"},
+    "openai": {"bot/llm.py"},
+    "slack_bolt": {"adapters/slack.py"},
+    "slack_sdk": {"adapters/slack.py"},
+    "discord": {"adapters/discord.py"},
+    "aiogram": {"adapters/telegram.py"},
+    "imapclient": {"adapters/email.py"},
+    "aiosmtplib": {"adapters/email.py"},
+    "playwright": {"personas/tools/browser.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _sources() -> list[tuple[str, Path]]:
+    return [
+        (path.relative_to(ROOT).as_posix(), path)
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
+
+
+def test_packages_depend_one_way() -> None:
+    wrong = []
+    for name, path in _sources():
+        if name in COMPOSITION_ROOTS:
+            continue
+        package = name.split("/")[0]
+        for module in _imports(path) & set(PACKAGES):
+            if module not in ALLOWED[package]:
+                wrong.append(f"{name} imports {module}")
+    assert wrong == []
+
+
+def test_sdks_stay_in_their_boundary_modules() -> None:
+    wrong = [
+        f"{name} imports {module}"
+        for name, path in _sources()
+        for module in _imports(path) & set(BOUNDARIES)
+        if name not in BOUNDARIES[module]
+    ]
+    assert wrong == []
