@@ -46,7 +46,8 @@ class WebAdapter:
         app.router.add_get("/healthz", self._health)
         app.router.add_post("/api/messages", self._post)
         app.router.add_get("/api/events", self._events)
-        self._runner = web.AppRunner(app, access_log=None)
+        # An open event stream must not hold up shutdown.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -77,6 +78,8 @@ class WebAdapter:
         try:
             body = await request.json()
             text = str(body["text"])
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, "That message is over 1 MB; send a shorter one or split it.")
         except (ValueError, KeyError, TypeError):
             return _problem(400, 'Send JSON like {"text": "hello"}.')
         assert self._dispatch is not None
@@ -102,7 +105,7 @@ class WebAdapter:
         )
         await response.prepare(request)
         while not request.transport or not request.transport.is_closing():
-            for entry in await self.stream.read(chat, after, 15_000):
+            for entry in await self.stream.read(chat, after, 5_000):
                 after = entry.entry_id
                 await response.write(_event(entry.entry_id, entry.kind, _page_payload(entry)))
             await response.write(b": keep-alive\n\n")

