@@ -13,7 +13,9 @@ Dispatch = Callable[[IncomingMessage], Awaitable[Received]]
 
 class ChatAdapter(Protocol):
     """Inbound: ``start`` listens and calls ``dispatch`` (persist + enqueue) before acking.
-    Outbound: ``send`` is called by any worker with a reply from the outbox."""
+    ``IncomingMessage.external_id`` must identify the message within its channel: where a
+    platform numbers messages per chat (Slack ts, Telegram message_id), qualify it with the
+    chat. Outbound: ``send`` is called by any worker with a reply from the outbox."""
 
     channel: str
 

@@ -25,7 +25,8 @@ SEEN_SECONDS = 7 * 24 * 3600
 _APPEND_ONCE = """
 local seen = redis.call('GET', KEYS[2])
 if seen then return seen end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'kind', 'reply', 'payload', ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'kind', 'reply', 'payload', ARGV[2])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 return id
 """
@@ -51,8 +52,13 @@ class LocalStream:
     async def send(self, out: OutgoingMessage) -> SentRef:
         keys = [stream_key(self.channel, out.ref.chat), f"switchboard:sent:{out.idempotency_key}"]
         try:
-            entry = await self.redis.eval(
-                _APPEND_ONCE, 2, *keys, STREAM_LENGTH, json.dumps(out.to_dict()), SEEN_SECONDS
+            entry = await self.redis.eval(  # type: ignore[misc]
+                _APPEND_ONCE,
+                2,
+                *keys,
+                str(STREAM_LENGTH),
+                json.dumps(out.to_dict()),
+                str(SEEN_SECONDS),
             )
         except RedisError as exc:
             raise AdapterError(f"could not append to the {self.channel} stream: {exc}") from exc
@@ -70,7 +76,9 @@ class LocalStream:
 
     async def read(self, chat: str, after: str, block_ms: int) -> list[StreamEntry]:
         found = await self.redis.xread({stream_key(self.channel, chat): after}, block=block_ms)
-        return [parse_entry(entry_id, fields) for _, entries in found for entry_id, fields in entries]
+        return [
+            parse_entry(entry_id, fields) for _, entries in found for entry_id, fields in entries
+        ]
 
     async def history(self, chat: str) -> list[StreamEntry]:
         entries = await self.redis.xrange(stream_key(self.channel, chat))

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from adapters.base import Dispatch
 from adapters.local import LocalStream
-from bot.errors import UserFacingError
+from bot.errors import ServiceError, UserFacingError
 from bot.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
 
 CHANNEL = "web"
@@ -50,7 +50,14 @@ class WebAdapter:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ServiceError(
+                f"The web chat cannot listen on {self.host}:{self.port} ({exc.strerror}). "
+                "Is Switchboard already running? Choose another port with --port."
+            ) from exc
         if self.port == 0:
             self.port = self._runner.addresses[0][1]
 
@@ -93,7 +100,9 @@ class WebAdapter:
             received = await self._dispatch(incoming)
         except UserFacingError as exc:
             return _problem(400, exc.text)
-        return web.json_response({"message_id": received.message_id, "duplicate": received.duplicate})
+        return web.json_response(
+            {"message_id": received.message_id, "duplicate": received.duplicate}
+        )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         chat = request.cookies.get(COOKIE)

@@ -7,6 +7,7 @@ the end. Its last line on stdout is one JSON object of figures.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,46 @@ def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
         "p99_ms": ms(percentile(seconds, 99)),
         "max_ms": ms(max(seconds)),
     }
+
+
+Timed = Callable[[int], Awaitable[float]]  # does item i, returns its latency in seconds
+
+
+async def closed_loop(n: int, concurrency: int, one: Timed) -> list[float]:
+    """``concurrency`` callers, each starting its next item when the last one is done."""
+    pending = iter(range(n))  # shared by the callers: each item is taken once
+    latencies = [0.0] * n
+
+    async def caller() -> None:
+        for i in pending:
+            latencies[i] = await one(i)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies
+
+
+async def paced(n: int, rate: float, limit: int, one: Timed) -> list[float]:
+    """Item i is due at i/rate s (at most ``limit`` open); its latency counts from then."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(limit)
+    latencies = [0.0] * n
+
+    async def call(i: int, due: float) -> None:
+        try:
+            late = loop.time() - due
+            latencies[i] = late + await one(i)
+        finally:
+            slots.release()
+
+    calls = []
+    start = loop.time()
+    for i in range(n):
+        due = start + i / rate
+        await asyncio.sleep(due - loop.time())
+        await slots.acquire()
+        calls.append(asyncio.create_task(call(i, due)))
+    await asyncio.gather(*calls)
+    return latencies
 
 
 @contextlib.contextmanager

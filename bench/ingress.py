@@ -16,12 +16,14 @@ import argparse
 import asyncio
 import random
 import uuid
-from collections.abc import Sequence
 
 from bench._common import (
+    Timed,
+    closed_loop,
     emit,
     latency_figures,
     ms,
+    paced,
     percentile,
     quiet_logs,
     say,
@@ -53,48 +55,15 @@ def messages(prefix: str, n: int, conversations: int) -> list[IncomingMessage]:
     return batch
 
 
-async def closed_loop(
-    core: Core, batch: Sequence[IncomingMessage], concurrency: int
-) -> list[float]:
-    """``concurrency`` callers send back to back; returns each call's latency, in send order."""
+def timed_receive(core: Core, batch: list[IncomingMessage]) -> Timed:
     loop = asyncio.get_running_loop()
-    pending = iter(enumerate(batch))  # shared by the callers: each message is taken once
-    latencies = [0.0] * len(batch)
 
-    async def caller() -> None:
-        for i, incoming in pending:
-            started = loop.time()
-            await receive(core, incoming)
-            latencies[i] = loop.time() - started
+    async def one(i: int) -> float:
+        started = loop.time()
+        await receive(core, batch[i])
+        return loop.time() - started
 
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies
-
-
-async def paced(
-    core: Core, batch: Sequence[IncomingMessage], rate: float, concurrency: int
-) -> list[float]:
-    """A call every 1/rate s (at most ``concurrency`` open), each timed from when it was due."""
-    loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(concurrency)
-    latencies = [0.0] * len(batch)
-
-    async def call(i: int, due: float) -> None:
-        try:
-            await receive(core, batch[i])
-            latencies[i] = loop.time() - due
-        finally:
-            slots.release()
-
-    calls = []
-    start = loop.time()
-    for i in range(len(batch)):
-        due = start + i / rate
-        await asyncio.sleep(due - loop.time())
-        await slots.acquire()
-        calls.append(asyncio.create_task(call(i, due)))
-    await asyncio.gather(*calls)
-    return latencies
+    return one
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
@@ -105,16 +74,16 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         async with open_runtime(settings(home)) as runtime:
             core, loop = runtime.core, asyncio.get_running_loop()
             say(f"warming up with {args.warmup} messages")
-            await closed_loop(core, messages(f"w{run}", args.warmup, 50), concurrency)
+            warm = messages(f"w{run}", args.warmup, 50)
+            await closed_loop(len(warm), concurrency, timed_receive(core, warm))
             say(f"closed loop: {n} messages, {concurrency} in flight, {conversations} chats")
             batch = messages(f"c{run}", n, conversations)
             start = loop.time()
-            closed = await closed_loop(core, batch, concurrency)
+            closed = await closed_loop(n, concurrency, timed_receive(core, batch))
             elapsed = loop.time() - start
             say(f"paced: {n} messages at {args.rate:g} msgs/s, at most {concurrency} in flight")
-            steady = await paced(
-                core, messages(f"p{run}", n, conversations), args.rate, concurrency
-            )
+            batch = messages(f"p{run}", n, conversations)
+            steady = await paced(n, args.rate, concurrency, timed_receive(core, batch))
     every = max(1, n // conversations)
     return {
         **latency_figures(closed),

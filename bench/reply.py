@@ -3,9 +3,13 @@
 A message goes receive() → handle_message job → fake LLM (0 ms) → outbox → deliver job →
 the web channel's Redis stream, through a real arq worker in this process (as in
 `switchboard up`). Latency runs from just before receive() to the moment a reader blocked
-on XREAD sees the reply. The floor: a bare arq Worker with one no-op function, the same
-poll_delay, Redis and concurrency. Our path takes two jobs, so it pays the poll twice.
-Target: p50 ≤ 100 ms.
+on XREAD sees the reply. Messages arrive at a steady rate (20/s, at most 10 in flight), so
+arrivals do not line up with the worker's polls. The floor: a bare arq Worker with one
+no-op function, the same poll_delay, Redis and arrival pattern. Our path takes two jobs
+(handle, then deliver), so it pays the poll twice. Target: p50 ≤ 100 ms.
+
+A last closed-loop run (10 in flight, back to back) gives the throughput one process
+reaches; latency there is 10 / throughput, whatever the path costs.
 """
 
 from __future__ import annotations
@@ -14,14 +18,25 @@ import argparse
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import Worker, func
 from arq.connections import ArqRedis
+from sqlalchemy import text
 
 from adapters.local import parse_entry, stream_key
-from bench._common import emit, latency_figures, quiet_logs, say, settings, temp_home
+from bench._common import (
+    Timed,
+    closed_loop,
+    emit,
+    latency_figures,
+    paced,
+    quiet_logs,
+    say,
+    settings,
+    temp_home,
+)
 from bot.app import Runtime, open_runtime
 from bot.config import Settings
 from bot.conversation import receive
@@ -51,26 +66,11 @@ class Arrivals:
         return await asyncio.wait_for(self._future(key), REPLY_TIMEOUT)
 
 
-async def closed_loop(
-    n: int, concurrency: int, one: Callable[[int], Awaitable[float]]
-) -> list[float]:
-    """``concurrency`` senders, each waiting for its answer before sending again."""
-    pending = iter(range(n))
-    latencies: list[float] = []
-
-    async def sender() -> None:
-        for i in pending:
-            latencies.append(await one(i))
-
-    await asyncio.gather(*(sender() for _ in range(concurrency)))
-    return latencies
-
-
 @contextlib.asynccontextmanager
 async def running(worker: Worker) -> AsyncIterator[Worker]:
     """Run an arq worker in this loop; on exit let its jobs finish, then stop it.
 
-    arq's ``close()`` cancels jobs still running and then re-raises their CancelledError.
+    arq's ``close()`` cancels jobs still running and re-raises their CancelledError.
     """
     task = asyncio.create_task(worker.async_run())
     try:
@@ -99,7 +99,9 @@ async def read_replies(redis: ArqRedis, chats: list[str], arrivals: Arrivals) ->
                     arrivals.arrived(entry.out.in_reply_to)
 
 
-async def replies(runtime: Runtime, n: int, concurrency: int, chats: list[str]) -> list[float]:
+@contextlib.asynccontextmanager
+async def conversing(runtime: Runtime, chats: list[str]) -> AsyncIterator[Timed]:
+    """``one(i)``: send message i to a chat, return the time until its reply is on the stream."""
     loop, arrivals = asyncio.get_running_loop(), Arrivals()
 
     async def one(i: int) -> float:
@@ -116,11 +118,63 @@ async def replies(runtime: Runtime, n: int, concurrency: int, chats: list[str]) 
 
     reader = asyncio.create_task(read_replies(runtime.redis, chats, arrivals))
     try:
-        return await closed_loop(n, concurrency, one)
+        yield one
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+
+
+STAGES = text(
+    """
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY m.handled_at - m.created_at),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY l.latency_ms),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY o.sent_at - o.created_at)
+      FROM messages m
+      JOIN conversations c ON c.id = m.conversation_id
+      JOIN llm_calls l ON l.message_id = m.id
+      JOIN messages r ON r.reply_to_id = m.id
+      JOIN outbox o ON o.message_id = r.id
+     WHERE c.chat LIKE :prefix
+    """
+)
+
+
+async def stages(runtime: Runtime, prefix: str) -> dict[str, Any]:
+    """Where the time went, from the rows' own timestamps (medians, ms)."""
+    async with runtime.core.sessions() as session:
+        handled, llm, delivered = (await session.execute(STAGES, {"prefix": f"{prefix}%"})).one()
+    return {
+        "received_to_handled_p50_ms": round(handled.total_seconds() * 1000, 2),
+        "llm_call_p50_ms": round(llm, 2),
+        "handled_to_sent_p50_ms": round(delivered.total_seconds() * 1000, 2),
+    }
+
+
+async def saturation(runtime: Runtime, chats: list[str], args: argparse.Namespace) -> float:
+    """Replies per second with ``concurrency`` senders back to back."""
+    async with conversing(runtime, chats) as one:
+        say(f"saturation: {args.n} messages, {args.concurrency} in flight back to back")
+        started = asyncio.get_running_loop().time()
+        await closed_loop(args.n, args.concurrency, one)
+        elapsed = asyncio.get_running_loop().time() - started
+    return round(int(args.n) / elapsed, 1)
+
+
+async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:6]
+    worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
+    async with running(worker):
+        async with conversing(runtime, [f"warm-{run}"]) as one:
+            say(f"warming up with {args.warmup} messages (the first one imports litellm)")
+            await closed_loop(args.warmup, 1, one)
+        async with conversing(runtime, [f"{run}-{k}" for k in range(args.conversations)]) as one:
+            say(f"{args.n} messages at {args.rate:g}/s (at most {args.concurrency} in flight)")
+            latencies = await paced(args.n, args.rate, args.concurrency, one)
+        figures = await stages(runtime, f"{run}-")
+        sat_chats = [f"sat-{run}-{k}" for k in range(args.conversations)]
+        figures["saturated_replies_per_s"] = await saturation(runtime, sat_chats, args)
+    return {"latencies": latencies, "jobs_failed": worker.jobs_failed, **figures}
 
 
 # --- the floor ------------------------------------------------------------------------------
@@ -146,39 +200,25 @@ def noop_worker(redis_url: str, queue: str, poll_delay: float) -> tuple[Worker, 
     return worker, arrivals
 
 
-async def arq_floor(runtime: Runtime, n: int, concurrency: int) -> list[float]:
+async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
     loop, queue = asyncio.get_running_loop(), f"{runtime.core.settings.queue_name}:floor"
-    poll_delay = runtime.core.settings.poll_delay
-    worker, arrivals = noop_worker(runtime.endpoints.redis_url, queue, poll_delay)
+    worker, arrivals = noop_worker(runtime.endpoints.redis_url, queue, args.poll_delay)
+
+    async def one(i: int) -> float:
+        job_id = uuid.uuid4().hex
+        started = loop.time()
+        await runtime.redis.enqueue_job("noop", _job_id=job_id, _queue_name=queue)
+        return await arrivals.wait(job_id) - started
+
     async with running(worker):
-
-        async def one(i: int) -> float:
-            job_id = uuid.uuid4().hex
-            started = loop.time()
-            await runtime.redis.enqueue_job("noop", _job_id=job_id, _queue_name=queue)
-            return await arrivals.wait(job_id) - started
-
-        await closed_loop(concurrency, concurrency, one)  # the worker's first poll
-        return await closed_loop(n, concurrency, one)
+        await closed_loop(args.warmup, 1, one)
+        return await paced(args.n, args.rate, args.concurrency, one)
 
 
 # --- the run --------------------------------------------------------------------------------
 
 
-async def ours(runtime: Runtime, args: argparse.Namespace) -> tuple[list[float], int]:
-    """Reply latencies through the product's worker, and how many of its jobs failed."""
-    run = uuid.uuid4().hex[:6]
-    chats = [f"{run}-{k}" for k in range(args.conversations)]
-    worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
-    async with running(worker):
-        say(f"warming up with {args.warmup} messages (the first one imports litellm)")
-        await replies(runtime, args.warmup, 1, [f"warm-{run}"])
-        say(f"{args.n} messages, {args.concurrency} in flight, {len(chats)} chats")
-        latencies = await replies(runtime, args.n, args.concurrency, chats)
-    return latencies, worker.jobs_failed
-
-
-async def measure(args: argparse.Namespace) -> tuple[list[float], list[float], int]:
+async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[float]]:
     async with FakeLLM() as llm:
         with temp_home() as home:
             say(f"starting embedded services in {home}; fake LLM at {llm.url}")
@@ -186,32 +226,39 @@ async def measure(args: argparse.Namespace) -> tuple[list[float], list[float], i
                 home, model="openai/fake-model", llm_api_base=llm.url, poll_delay=args.poll_delay
             )
             async with open_runtime(config) as runtime:
-                latencies, failed = await ours(runtime, args)
-                say(f"arq floor: {args.n} no-op jobs, {args.concurrency} in flight")
-                floor = await arq_floor(runtime, args.n, args.concurrency)
-    return latencies, floor, failed
+                found = await ours(runtime, args)
+                say(f"arq floor: {args.n} no-op jobs at {args.rate:g}/s")
+                floor = await arq_floor(runtime, args)
+    return found, floor
 
 
 async def main(args: argparse.Namespace) -> None:
     quiet_logs()
-    latencies, floor, failed = await measure(args)
-    if failed:
-        say(f"WARNING: {failed} worker jobs failed (see the log above)")
-    figures, base = latency_figures(latencies), latency_figures(floor)
+    found, floor = await measure(args)
+    figures, base = latency_figures(found.pop("latencies")), latency_figures(floor)
     ratio = round(figures["p50_ms"] / base["p50_ms"], 2)
+    if found["jobs_failed"]:
+        say(f"WARNING: {found['jobs_failed']} worker jobs failed (see the log above)")
     say(
         f"reply: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms "
         f"(target p50 <= 100 ms: {'met' if figures['p50_ms'] <= 100 else 'MISSED'})"
     )
     say(f"arq floor: p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms; ratio p50 {ratio}")
+    say(
+        f"stages (p50): received→handled {found['received_to_handled_p50_ms']} ms "
+        f"(LLM call {found['llm_call_p50_ms']} ms), handled→sent "
+        f"{found['handled_to_sent_p50_ms']} ms; saturated "
+        f"{found['saturated_replies_per_s']} replies/s"
+    )
     emit(
         "reply",
         **figures,
         arq_floor_p50_ms=base["p50_ms"],
         arq_floor_p99_ms=base["p99_ms"],
         ratio_p50=ratio,
-        jobs_failed=failed,
+        **found,
         n=args.n,
+        rate=args.rate,
         concurrency=args.concurrency,
         poll_delay=args.poll_delay,
     )
@@ -220,12 +267,12 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(description="End-to-end reply latency vs raw arq.")
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    parser.add_argument("--concurrency", type=int, default=10, help="most in flight")
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument(
-        "--poll-delay", type=float, default=Settings.model_fields["poll_delay"].default
-    )
+    default_poll = Settings.model_fields["poll_delay"].default
+    parser.add_argument("--poll-delay", type=float, default=default_poll)
     asyncio.run(main(parser.parse_args()))
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from arq import Worker
 from arq.connections import ArqRedis
 
 from bot import services
@@ -46,7 +47,7 @@ def build_commands() -> CommandRegistry:
 async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIterator[Runtime]:
     """Start or join the services; with ``prepare``, upgrade the schema and load personas."""
     endpoints, embedded = await asyncio.to_thread(services.resolve, settings)
-    engine = db.make_engine(endpoints.database_url)
+    engine = db.make_engine(endpoints.database_url, pool_size=settings.db_pool_size)
     redis: ArqRedis | None = None
     try:
         redis = await connect(endpoints.redis_url)
@@ -88,7 +89,7 @@ async def worker_alive(runtime: Runtime) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIterator[None]:
+async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIterator[Worker]:
     from worker.settings import build_worker
 
     worker = build_worker(
@@ -96,12 +97,25 @@ async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIt
     )
     task = asyncio.create_task(worker.async_run(), name="switchboard-worker")
     try:
-        yield
+        yield worker
     finally:
+        await _finish_jobs(worker, FINISH_JOBS_SECONDS)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
+
+
+FINISH_JOBS_SECONDS = 10.0
+
+
+async def _finish_jobs(worker: Worker, timeout: float) -> None:
+    """Stop taking jobs and let the running ones end, so leaving never cuts a reply short."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=timeout)
 
 
 async def run_worker(settings: Settings, *, burst: bool) -> None:
@@ -115,19 +129,21 @@ async def run_worker(settings: Settings, *, burst: bool) -> None:
             await worker.close()
 
 
-async def run_up(settings: Settings, *, host: str, port: int, ready: ReadyHook | None = None) -> None:
+async def run_up(
+    settings: Settings, *, host: str, port: int, ready: ReadyHook | None = None
+) -> None:
     """`switchboard up`: services, schema, personas, the web chat and a worker, until a signal."""
     from adapters.web import WebAdapter
     from bot.conversation import receive
 
-    async with open_runtime(settings) as runtime:
+    async with _stop_signals() as stopping, open_runtime(settings) as runtime:
         web = WebAdapter(runtime.redis, host, port)
         await web.start(lambda incoming: receive(runtime.core, incoming))
         try:
             async with in_process_worker(runtime):
                 if ready is not None:
                     ready(web.url, runtime)
-                await _until_signalled()
+                await stopping.wait()
         finally:
             await web.stop()
 
@@ -135,13 +151,15 @@ async def run_up(settings: Settings, *, host: str, port: int, ready: ReadyHook |
 ReadyHook = Callable[[str, Runtime], None]
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
+@contextlib.asynccontextmanager
+async def _stop_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM, installed before anything starts."""
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping.set)
     try:
-        await stop.wait()
+        yield stopping
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

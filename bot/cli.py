@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -203,4 +202,4 @@ def _display(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8765
 
+    db_pool_size: int = 20
     queue_name: str = "switchboard:queue"
     poll_delay: float = 0.02
     job_timeout: float = 300.0

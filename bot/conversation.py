@@ -14,9 +14,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import outbox, replies
 from bot.core import Core
@@ -42,30 +42,57 @@ def handle_job_id(message_id: int, attempt: int = 0) -> str:
 
 
 async def receive(core: Core, incoming: IncomingMessage) -> Received:
-    async with core.sessions.begin() as session:
-        user_id, conversation_id = await _resolve(session, core, incoming)
-        message_id = await _insert_message(session, incoming, user_id, conversation_id)
+    # Core statements on a bare connection: this runs before every platform ack.
+    async with core.engine.begin() as conn:
+        user_id, conversation_id = await _resolve(conn, core, incoming)
+        message_id = await conn.scalar(
+            _INSERT_MESSAGE, _message_values(incoming, user_id, conversation_id)
+        )
         duplicate = message_id is None
         if message_id is None:
-            message_id = await _existing_message(session, incoming)
+            message_id = await _existing_message(conn, incoming)
     if not duplicate:
         await core.queue.enqueue(HANDLE_MESSAGE, message_id, job_id=handle_job_id(message_id))
-    return Received(message_id, conversation_id, duplicate)
+    return Received(int(message_id), conversation_id, duplicate)
 
 
 _LOOKUP = text(
     """
-    SELECT (SELECT user_id FROM channel_accounts WHERE channel = :channel AND external_id = :author),
+    SELECT (SELECT user_id FROM channel_accounts
+             WHERE channel = :channel AND external_id = :author),
            (SELECT id FROM conversations
-             WHERE channel = :channel AND workspace = :workspace AND chat = :chat AND thread = :thread)
+             WHERE channel = :channel AND workspace = :workspace
+               AND chat = :chat AND thread = :thread)
     """
 )
 
+_INSERT_MESSAGE = (
+    insert(Message)
+    .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    .returning(Message.id)
+)
 
-async def _resolve(session: AsyncSession, core: Core, incoming: IncomingMessage) -> tuple[int, int]:
+
+def _message_values(
+    incoming: IncomingMessage, user_id: int, conversation_id: int
+) -> dict[str, object]:
+    return {
+        "conversation_id": conversation_id,
+        "channel": incoming.ref.channel,
+        "external_id": incoming.external_id,
+        "direction": "in",
+        "author_id": user_id,
+        "text": incoming.text,
+        "attachments": [a.metadata() for a in incoming.attachments],
+        "ref": incoming.ref.to_dict(),
+        "status": "received",
+    }
+
+
+async def _resolve(conn: AsyncConnection, core: Core, incoming: IncomingMessage) -> tuple[int, int]:
     ref = incoming.ref
     row = (
-        await session.execute(
+        await conn.execute(
             _LOOKUP,
             {
                 "channel": ref.channel,
@@ -76,32 +103,32 @@ async def _resolve(session: AsyncSession, core: Core, incoming: IncomingMessage)
             },
         )
     ).one()
-    user_id = row[0] or await _create_account(session, incoming)
-    conversation_id = row[1] or await _create_conversation(session, core, ref)
+    user_id = row[0] or await _create_account(conn, incoming)
+    conversation_id = row[1] or await _create_conversation(conn, core, ref)
     return user_id, conversation_id
 
 
-async def _create_account(session: AsyncSession, incoming: IncomingMessage) -> int:
+async def _create_account(conn: AsyncConnection, incoming: IncomingMessage) -> int:
     channel, author = incoming.ref.channel, incoming.author
-    async with session.begin_nested():
-        user_id = await session.scalar(
-            insert(User).values(display_name=author.display_name).returning(User.id)
+    user_id = await conn.scalar(
+        insert(User).values(display_name=author.display_name).returning(User.id)
+    )
+    inserted = await conn.scalar(
+        insert(ChannelAccount)
+        .values(
+            channel=channel,
+            external_id=author.external_id,
+            user_id=user_id,
+            display_name=author.display_name,
         )
-        inserted = await session.scalar(
-            insert(ChannelAccount)
-            .values(
-                channel=channel,
-                external_id=author.external_id,
-                user_id=user_id,
-                display_name=author.display_name,
-            )
-            .on_conflict_do_nothing()
-            .returning(ChannelAccount.user_id)
-        )
+        .on_conflict_do_nothing()
+        .returning(ChannelAccount.user_id)
+    )
     if inserted is not None:
         return int(inserted)
-    # Another receive created the account first: use theirs.
-    found = await session.scalar(
+    # Another receive created the account first: use theirs, drop the user made for nothing.
+    await conn.execute(delete(User).where(User.id == user_id))
+    found = await conn.scalar(
         select(ChannelAccount.user_id).where(
             ChannelAccount.channel == channel, ChannelAccount.external_id == author.external_id
         )
@@ -112,14 +139,19 @@ async def _create_account(session: AsyncSession, incoming: IncomingMessage) -> i
 
 async def conversation_for(core: Core, ref: ConversationRef) -> int:
     """The conversation at ``ref``, created with the default persona if it is new."""
-    async with core.sessions.begin() as session:
-        return await _create_conversation(session, core, ref)
+    async with core.engine.begin() as conn:
+        return await _create_conversation(conn, core, ref)
 
 
-async def _create_conversation(session: AsyncSession, core: Core, ref: ConversationRef) -> int:
+async def _create_conversation(conn: AsyncConnection, core: Core, ref: ConversationRef) -> int:
     persona = select(Persona.id).where(Persona.name == core.settings.default_persona)
-    key = {"channel": ref.channel, "workspace": ref.workspace, "chat": ref.chat, "thread": ref.thread}
-    inserted = await session.scalar(
+    key = {
+        "channel": ref.channel,
+        "workspace": ref.workspace,
+        "chat": ref.chat,
+        "thread": ref.thread,
+    }
+    inserted = await conn.scalar(
         insert(Conversation)
         .values(**key, ref=ref.to_dict(), persona_id=persona.scalar_subquery())
         .on_conflict_do_nothing()
@@ -127,35 +159,13 @@ async def _create_conversation(session: AsyncSession, core: Core, ref: Conversat
     )
     if inserted is not None:
         return int(inserted)
-    found = await session.scalar(select(Conversation.id).filter_by(**key))
+    found = await conn.scalar(select(Conversation.id).filter_by(**key))
     assert found is not None
     return int(found)
 
 
-async def _insert_message(
-    session: AsyncSession, incoming: IncomingMessage, user_id: int, conversation_id: int
-) -> int | None:
-    inserted = await session.scalar(
-        insert(Message)
-        .values(
-            conversation_id=conversation_id,
-            channel=incoming.ref.channel,
-            external_id=incoming.external_id,
-            direction="in",
-            author_id=user_id,
-            text=incoming.text,
-            attachments=[a.metadata() for a in incoming.attachments],
-            ref=incoming.ref.to_dict(),
-            status="received",
-        )
-        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-        .returning(Message.id)
-    )
-    return None if inserted is None else int(inserted)
-
-
-async def _existing_message(session: AsyncSession, incoming: IncomingMessage) -> int:
-    found = await session.scalar(
+async def _existing_message(conn: AsyncConnection, incoming: IncomingMessage) -> int:
+    found = await conn.scalar(
         select(Message.id).where(
             Message.channel == incoming.ref.channel, Message.external_id == incoming.external_id
         )

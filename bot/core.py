@@ -34,7 +34,8 @@ class Core:
 
     @property
     def llm(self) -> LLMGateway:
-        """The gateway, built on first use: importing litellm costs seconds and the ack path never needs it."""
+        """The gateway, built on first use: importing litellm takes seconds, and the ack
+        path never needs it."""
         if self._llm is None:
             from bot.llm import LLMGateway
             from bot.usage import record_call

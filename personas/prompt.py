@@ -19,7 +19,10 @@ def build(
     remaining = budget - count(head + tail)
     kept: list[dict[str, Any]] = []
     for message in reversed(history):
-        entry = {"role": "user" if message.direction == "in" else "assistant", "content": message.text}
+        entry = {
+            "role": "user" if message.direction == "in" else "assistant",
+            "content": message.text,
+        }
         cost = count([entry])
         if cost > remaining:
             break

@@ -33,7 +33,9 @@ def home() -> Iterator[Path]:
 def endpoints(home: Path) -> Iterator[services.Endpoints]:
     """One set of servers for the whole run; the embedded ones stop when it ends."""
     settings = Settings(
-        home=home, database_url=os.environ.get("DATABASE_URL"), redis_url=os.environ.get("REDIS_URL")
+        home=home,
+        database_url=os.environ.get("DATABASE_URL"),
+        redis_url=os.environ.get("REDIS_URL"),
     )
     found, embedded = services.resolve(settings)
     yield found

@@ -64,7 +64,9 @@ async def reply_to(runtime: Runtime, text: str, **kwargs: object) -> OutgoingMes
 
 async def count(runtime: Runtime, *where: object) -> int:
     async with runtime.core.sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message).where(*where)) or 0)  # type: ignore[arg-type]
+        return int(
+            await session.scalar(select(func.count()).select_from(Message).where(*where)) or 0
+        )  # type: ignore[arg-type]
 
 
 async def outbox_rows(runtime: Runtime) -> list[Outbox]:

@@ -17,5 +17,5 @@ async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> tuple[int, int]:
-    await reclaim_orphans(ctx["redis"])
+    await reclaim_orphans(ctx["redis"], ctx["core"].settings.queue_name)
     return await recovery.sweep(ctx["core"])

@@ -1,11 +1,14 @@
-"""Hand a dead worker's jobs to the living at once, instead of after arq's timeout.
+"""Hand a dead worker's jobs to the living within seconds, instead of after arq's timeout.
 
 arq marks a started job with an in-progress key that lives for the longest job timeout
-plus 10 s; a worker killed mid-job leaves that key behind and its jobs wait it out (minutes
-for model calls). Each worker here keeps a short-lived heartbeat and a set of the jobs it
-runs. Whoever finds a set whose heartbeat has expired clears those jobs' in-progress keys;
-the jobs are still in arq's queue, so the next poll of any live worker starts them again. Every heartbeat also looks for such
-orphans, so a crashed worker's jobs restart within seconds.
+plus 10 s, and leaves the job in the queue until it finishes. A worker killed mid-job
+leaves that key behind, and its jobs wait it out: minutes, for model calls.
+
+Each worker here keeps a short-lived heartbeat and the set of jobs it runs. On every
+heartbeat a worker also looks at this queue's started jobs: one that no live worker claims,
+seen unclaimed on two looks at least ``GRACE`` apart (a job is claimed a moment after arq
+starts it), belonged to a dead worker. Clearing its in-progress key lets the next poll of
+any live worker start it again; the job functions are idempotent, so a rerun is safe.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -22,11 +26,17 @@ log = logging.getLogger(__name__)
 
 PREFIX = "switchboard:worker:"
 HEARTBEAT_SECONDS = 6
+GRACE = 4.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Liveness:
-    def __init__(self, redis: Any, interval: float = HEARTBEAT_SECONDS / 3) -> None:
+    def __init__(self, redis: Any, queue_name: str, interval: float = 2.0) -> None:
         self.redis = redis
+        self.queue_name = queue_name
         self.worker_id = uuid.uuid4().hex
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -64,22 +74,42 @@ class Liveness:
             await asyncio.sleep(self.interval)
             try:
                 await self._beat()
-                await reclaim_orphans(self.redis)
+                await reclaim_orphans(self.redis, self.queue_name)
             except Exception:  # a Redis blip must not end the heartbeat for good
                 log.warning("worker heartbeat failed; retrying", exc_info=True)
 
 
-async def reclaim_orphans(redis: Any) -> int:
-    """Release the jobs of workers whose heartbeat has expired; returns how many."""
-    released = 0
-    async for key in redis.scan_iter(match=f"{PREFIX}*:jobs"):
-        name = key.decode() if isinstance(key, bytes) else key
-        if await redis.exists(name.removesuffix(":jobs")):
+async def reclaim_orphans(redis: Any, queue_name: str) -> int:
+    """Release started jobs of ``queue_name`` that no live worker runs; returns how many."""
+    claimed = await _claimed(redis)
+    unclaimed_key = f"{PREFIX}unclaimed:{queue_name}"
+    first_seen = {_text(k): float(v) for k, v in (await redis.hgetall(unclaimed_key)).items()}
+    now, still_unclaimed, released = time.time(), {}, 0
+    async for key in redis.scan_iter(match=f"{in_progress_key_prefix}*"):
+        job_id = _text(key).removeprefix(in_progress_key_prefix)
+        if job_id in claimed or await redis.zscore(queue_name, job_id) is None:
             continue
-        job_ids = [j.decode() if isinstance(j, bytes) else j for j in await redis.smembers(name)]
-        if job_ids:
-            await redis.delete(*(in_progress_key_prefix + job_id for job_id in job_ids))
-        await redis.delete(name)
-        released += len(job_ids)
-        log.warning("released %d jobs of a worker that stopped answering", len(job_ids))
+        seen = first_seen.get(job_id, now)
+        if now - seen >= GRACE:
+            await redis.delete(key)
+            released += 1
+        else:
+            still_unclaimed[job_id] = seen
+    await redis.delete(unclaimed_key)
+    if still_unclaimed:
+        await redis.hset(unclaimed_key, mapping=still_unclaimed)
+    if released:
+        log.warning("restarting %d jobs of a worker that stopped answering", released)
     return released
+
+
+async def _claimed(redis: Any) -> set[str]:
+    """Jobs live workers run; the job sets of dead workers are removed on the way."""
+    claimed: set[str] = set()
+    async for key in redis.scan_iter(match=f"{PREFIX}*:jobs"):
+        name = _text(key)
+        if await redis.exists(name.removesuffix(":jobs")):
+            claimed.update(_text(j) for j in await redis.smembers(name))
+        else:
+            await redis.delete(name)
+    return claimed

@@ -33,7 +33,7 @@ def build_worker(
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["core"] = core
         ctx["senders"] = build_senders(ctx["redis"])
-        ctx["liveness"] = Liveness(ctx["redis"])
+        ctx["liveness"] = Liveness(ctx["redis"], settings.queue_name)
         await ctx["liveness"].start()
         # Anything left over from a crash is picked up at once, not at the next sweep.
         await jobs.sweep(ctx)
@@ -59,6 +59,8 @@ def build_worker(
         job_deserializer=deserialize,
         poll_delay=settings.poll_delay,
         max_jobs=settings.max_jobs,
+        # Read no more than can start, so each poll sees priority jobs (deliveries) first.
+        queue_read_limit=settings.max_jobs,
         job_timeout=settings.job_timeout,
         keep_result=0,
         health_check_interval=HEALTH_CHECK_SECONDS,
@@ -71,4 +73,3 @@ def build_worker(
         handle_signals=handle_signals,
         log_results=False,
     )
-

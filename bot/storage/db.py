@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     # Connections are recycled hourly so a restarted external server is picked up quietly.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=3600)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
 
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -33,7 +33,7 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSONB, list[Any]: JSONB}
 
 
 def _now() -> Mapped[datetime]:
@@ -106,9 +106,7 @@ class Message(Base):
         ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(255))
     direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"

@@ -42,10 +42,14 @@ async def test_page_post_and_reply_event(runtime: Runtime, web: WebAdapter) -> N
         assert page.status == 200 and "<title>Switchboard</title>" in await page.text()
 
         async with client.get(f"{web.url}/api/events") as events:
-            posted = await client.post(f"{web.url}/api/messages", json={"text": "hi web", "id": "w1"})
+            posted = await client.post(
+                f"{web.url}/api/messages", json={"text": "hi web", "id": "w1"}
+            )
             body = await posted.json()
             assert posted.status == 200 and body["duplicate"] is False
-            again = await (await client.post(f"{web.url}/api/messages", json={"text": "hi web", "id": "w1"})).json()
+            again = await (
+                await client.post(f"{web.url}/api/messages", json={"text": "hi web", "id": "w1"})
+            ).json()
             assert again == {"message_id": body["message_id"], "duplicate": True}
 
             await drain(runtime)
@@ -54,7 +58,9 @@ async def test_page_post_and_reply_event(runtime: Runtime, web: WebAdapter) -> N
     assert reply["text"] == "echo: hi web"
 
 
-async def test_export_arrives_as_a_downloadable_attachment(runtime: Runtime, web: WebAdapter) -> None:
+async def test_export_arrives_as_a_downloadable_attachment(
+    runtime: Runtime, web: WebAdapter
+) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         await client.get(f"{web.url}/")
         async with client.get(f"{web.url}/api/events") as events:

@@ -64,7 +64,9 @@ async def test_commands_do_not_reach_the_model(runtime: Runtime, llm: FakeLLM) -
     assert [m["content"] for m in llm.requests[0]["messages"]][1:] == ["hi"]
 
 
-async def test_oversized_input_gets_a_clear_reply_and_is_kept(runtime: Runtime, llm: FakeLLM) -> None:
+async def test_oversized_input_gets_a_clear_reply_and_is_kept(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
     out = await reply_to(runtime, "x" * 100_000)
 
     assert "100,000 characters" in out.text and "32,000" in out.text

@@ -85,7 +85,10 @@ async def test_a_permanent_refusal_fails_the_delivery(runtime: Runtime) -> None:
     (row,) = await outbox_rows(runtime)
     await _reset_outbox(runtime, row.id)
 
-    assert await deliver(runtime.core, {"terminal": FlakySender(1, permanent=True)}, row.id) == "failed"
+    assert (
+        await deliver(runtime.core, {"terminal": FlakySender(1, permanent=True)}, row.id)
+        == "failed"
+    )
     assert await deliver(runtime.core, {}, row.id) == "skipped"
     (row,) = await outbox_rows(runtime)
     assert row.status == "failed" and row.last_error == "429 Too Many Requests"

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +22,6 @@ from bot.llm import (
     unreachable_text,
 )
 from tests.fakes.llm_server import FakeLLM
-
-# litellm silences this pydantic warning with a global filter at import, which pytest's
-# per-test warning capture drops. Redundant once pyproject's filterwarnings carries it.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items? .* using the .ReadOnly. qualifier:UserWarning:pydantic"
-)
 
 HELLO = [
     {"role": "system", "content": "You are terse."},
@@ -377,7 +372,8 @@ async def test_a_known_model_is_priced_from_the_bundled_map(
 
 def test_importing_the_module_does_not_import_litellm() -> None:
     probe = "import sys, bot.llm; print('litellm' in sys.modules)"
+    root = Path(__file__).parents[2]
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"

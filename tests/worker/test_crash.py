@@ -56,7 +56,9 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     sent = [await say(runtime, f"message {i}") for i in range(MESSAGES)]
 
     async def some_delivered() -> bool:
-        return len(await delivered(runtime)) >= 4
+        n = len(await delivered(runtime))
+        print("CHECK", time.time(), len(llm.requests), n)
+        return n >= 4
 
     first = _worker(settings)
     try:
@@ -64,6 +66,10 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+    from adapters.local import LocalStream
+
+    ids = [e.entry_id for e in await LocalStream(runtime.redis, "terminal").history("alice")]
+    print("ENTRIES", ids, time.time())
     assert len(await delivered(runtime)) < MESSAGES, "the worker finished before it was killed"
 
     async def all_sent() -> bool:
@@ -78,7 +84,33 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
 
     second = _worker(settings)
     try:
-        await _wait_for(all_sent, 90)
+        try:
+            await _wait_for(all_sent, 40)
+        except AssertionError:
+            async with runtime.core.sessions() as session:
+                print(
+                    "IN",
+                    (
+                        await session.execute(
+                            select(Message.id, Message.status).where(Message.direction == "in")
+                        )
+                    ).all(),
+                )
+                print(
+                    "OUT",
+                    (
+                        await session.execute(
+                            select(Outbox.id, Outbox.status, Outbox.attempts, Outbox.last_error)
+                        )
+                    ).all(),
+                )
+            keys = await runtime.redis.keys("*")
+            print("KEYS", sorted(keys))
+            for k in keys:
+                if b"in-progress" in k or b"worker" in k:
+                    print(k, await runtime.redis.type(k), await runtime.redis.ttl(k))
+            print("QUEUE", await runtime.redis.zrange(settings.queue_name, 0, -1, withscores=True))
+            raise
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)

@@ -9,9 +9,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.engine.url import make_url
 
 from bot import services
 from bot.storage import db
@@ -34,7 +34,9 @@ async def empty_database(endpoints: services.Endpoints) -> AsyncIterator[AsyncEn
         await admin.dispose()
 
 
-async def test_upgrade_head_then_autogenerate_finds_no_difference(empty_database: AsyncEngine) -> None:
+async def test_upgrade_head_then_autogenerate_finds_no_difference(
+    empty_database: AsyncEngine,
+) -> None:
     await db.upgrade(empty_database)
 
     async with empty_database.connect() as conn:
@@ -57,7 +59,12 @@ async def test_upgrade_twice_is_harmless(empty_database: AsyncEngine) -> None:
 async def test_audit_events_are_append_only(empty_database: AsyncEngine) -> None:
     await db.upgrade(empty_database)
     async with empty_database.begin() as conn:
-        await conn.execute(text("INSERT INTO audit_events (actor, action, subject, data) VALUES ('t', 'test', '', '{}')"))
+        await conn.execute(
+            text(
+                "INSERT INTO audit_events (actor, action, subject, data)"
+                " VALUES ('t', 'test', '', '{}')"
+            )
+        )
 
     for statement in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
         with pytest.raises(DBAPIError, match="append-only"):
