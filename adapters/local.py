@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.errors import AdapterError
-from bot.messages import OutgoingMessage, SentRef
+from bot.messages import ConversationRef, OutgoingMessage, SentRef
 
 STREAM_LENGTH = 1000
 SEEN_SECONDS = 7 * 24 * 3600
@@ -30,6 +30,13 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 return id
 """
+
+
+LOCAL_CHANNELS = ("terminal", "web")
+
+
+def local_channels(redis: Redis) -> dict[str, LocalStream]:
+    return {channel: LocalStream(redis, channel) for channel in LOCAL_CHANNELS}
 
 
 def stream_key(channel: str, chat: str) -> str:
@@ -64,11 +71,11 @@ class LocalStream:
             raise AdapterError(f"could not append to the {self.channel} stream: {exc}") from exc
         return SentRef(_text(entry))
 
-    async def delta(self, chat: str, in_reply_to: int, text: str) -> None:
+    async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
         """A piece of a reply still being written; the final reply still comes by ``send``."""
         payload = json.dumps({"in_reply_to": in_reply_to, "text": text})
         await self.redis.xadd(
-            stream_key(self.channel, chat),
+            stream_key(self.channel, ref.chat),
             {"kind": "delta", "payload": payload},
             maxlen=STREAM_LENGTH,
             approximate=True,

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from arq import Worker
 from arq.connections import ArqRedis
 
+from adapters.local import local_channels
 from bot import services
 from bot.commands import BUILTINS
 from bot.config import Settings
@@ -58,6 +59,7 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
             queue=ArqQueue(redis, settings.queue_name),
             commands=build_commands(),
             responder=PersonaResponder(),
+            live=local_channels(redis),
         )
         if prepare:
             await prepare_storage(core)
@@ -165,6 +167,9 @@ async def _stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
+DeltaPrinter = Callable[[str], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ChatOutcome:
     text: str
@@ -201,13 +206,13 @@ class LocalChat:
 
         await reset_context(self.core, await conversation_for(self.core, self.terminal.ref))
 
-    async def say(self, text: str) -> ChatOutcome:
+    async def say(self, text: str, on_delta: DeltaPrinter | None = None) -> ChatOutcome:
         from bot.conversation import message_status, receive
 
         after = await self.terminal.mark()
         received = await receive(self.core, self.terminal.incoming(text))
         reply = await self.terminal.wait_reply(
-            received.message_id, after, self.core.settings.reply_timeout
+            received.message_id, after, self.core.settings.reply_timeout, on_delta
         )
         saved = tuple(self._save(a.filename, a.data) for a in reply.attachments if a.data)
         status = await message_status(self.core, received.message_id)

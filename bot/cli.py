@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -142,8 +143,15 @@ async def _converse(chat: LocalChat, message: str | None) -> bool:
 async def _one(chat: LocalChat, text: str) -> bool:
     from adapters.terminal import ReplyTimeout
 
+    streamed: list[str] = []
+
+    async def show(piece: str) -> None:
+        streamed.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
     try:
-        outcome = await chat.say(text)
+        outcome = await chat.say(text, on_delta=show)
     except ReplyTimeout as exc:
         typer.secho(
             f"error: {exc}. Is a worker running? See `switchboard worker`.",
@@ -151,7 +159,12 @@ async def _one(chat: LocalChat, text: str) -> bool:
             err=True,
         )
         return False
-    typer.echo(outcome.text, err=not outcome.ok)
+    shown = "".join(streamed)
+    if shown and outcome.ok and outcome.text.startswith(shown):
+        typer.echo(outcome.text[len(shown) :])
+    else:
+        typer.echo("\n" if shown else "", nl=False)
+        typer.echo(outcome.text, err=not outcome.ok)
     for path in outcome.saved:
         typer.echo(f"(saved {path})")
     return outcome.ok

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.messages import ConversationRef
 from bot.queue import Queue
 from bot.router import CommandRegistry
 from bot.turns import Reply, Turn
 
 if TYPE_CHECKING:
     from bot.llm import LLMGateway
+
+
+class LiveText(Protocol):
+    """A channel that can show a reply while it is being written (optional capability)."""
+
+    async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
 
 
 class Responder(Protocol):
@@ -30,6 +38,7 @@ class Core:
     queue: Queue
     commands: CommandRegistry = field(default_factory=CommandRegistry)
     responder: Responder | None = None
+    live: Mapping[str, LiveText] = field(default_factory=dict)
     _llm: LLMGateway | None = None
 
     @property

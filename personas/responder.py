@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -12,6 +12,9 @@ from bot.router import is_command
 from bot.storage.models import Message, Persona
 from bot.turns import Reply, Turn
 from personas import prompt
+
+if TYPE_CHECKING:
+    from bot.llm import DeltaSink
 
 HISTORY_WINDOW = 200
 
@@ -35,6 +38,7 @@ class PersonaResponder:
             fallbacks=persona.fallbacks,
             temperature=persona.temperature,
             max_tokens=persona.max_tokens,
+            on_delta=_live(core, turn),
             context=_context(turn, persona),
         )
         return Reply(completion.text, persona_id=persona.id)
@@ -72,6 +76,18 @@ def chat_history(rows: Sequence[Message]) -> list[Message]:
         for row in rows
         if row.id in answered or (row.direction == "out" and row.reply_to_id in answered)
     ]
+
+
+def _live(core: Core, turn: Turn) -> DeltaSink | None:
+    """Stream to channels that can show a reply as it is written; the rest get it whole."""
+    channel = core.live.get(turn.ref.channel)
+    if channel is None:
+        return None
+
+    async def show(text: str) -> None:
+        await channel.delta(turn.ref, turn.message_id, text)
+
+    return show
 
 
 def _context(turn: Turn, persona: Persona) -> dict[str, Any]:

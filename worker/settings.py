@@ -6,7 +6,7 @@ from typing import Any
 
 from arq import Worker, cron, func
 
-from adapters.local import LocalStream
+from adapters.local import local_channels
 from bot.core import Core
 from bot.outbox import Sender
 from bot.queue import deserialize, redis_settings, serialize
@@ -22,7 +22,7 @@ def health_check_key(queue_name: str) -> str:
 
 def build_senders(redis: Any) -> dict[str, Sender]:
     """One sender per configured channel; platform adapters join as their issues land."""
-    return {"terminal": LocalStream(redis, "terminal"), "web": LocalStream(redis, "web")}
+    return dict(local_channels(redis))
 
 
 def build_worker(

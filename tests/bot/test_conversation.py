@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from adapters.local import LocalStream
 from bot.app import Runtime
 from bot.messages import Attachment
 from bot.storage.models import LLMCall, Message
@@ -90,3 +91,15 @@ async def test_undecodable_file_names_and_nul_bytes_are_stored_safely(runtime: R
         stored = await session.scalar(select(Message).where(Message.direction == "in"))
     assert stored is not None
     assert stored.attachments[0]["filename"] == "r\ufffdsum\ufffd\ufffd.pdf"
+
+
+async def test_local_channels_see_the_reply_as_it_is_written(runtime: Runtime) -> None:
+    received = await say(runtime, "stream these words to me")
+    await drain(runtime)
+
+    entries = await LocalStream(runtime.redis, "terminal").history("alice")
+    pieces = [e.data["text"] for e in entries if e.kind == "delta"]
+    (final,) = [e.out for e in entries if e.out is not None]
+    assert len(pieces) > 1
+    assert all(e.data["in_reply_to"] == received.message_id for e in entries)
+    assert "".join(pieces) == final.text == "echo: stream these words to me"
