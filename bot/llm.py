@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import replies
 from bot.config import Settings
 from bot.errors import LLMAuthError, LLMError, LLMTimeout, LLMUnreachable
 
@@ -33,12 +34,6 @@ DEFAULT_ADDRESS = "the provider's default address"
 # Sent to an OpenAI-compatible server (SWITCHBOARD_LLM_API_BASE) when no key is configured:
 # local servers ignore it, and the OpenAI client refuses to start without one.
 PLACEHOLDER_KEY = "sk-no-key-configured"
-_SWITCH_MODEL = (
-    "point Switchboard at another model with SWITCHBOARD_MODEL "
-    "(and SWITCHBOARD_LLM_API_BASE for an OpenAI-compatible server)"
-)
-_SAVED = "Your message is saved: send /retry when the model is back."
-_SAVED_FIX = "Your message is saved: send /retry once that's done."
 
 
 @dataclass(frozen=True)
@@ -77,60 +72,6 @@ class CallRecord:
 Recorder = Callable[[CallRecord], Awaitable[None]]
 DeltaSink = Callable[[str], Awaitable[None]]
 _Context = Mapping[str, Any] | None
-
-
-# -- sentences people read ------------------------------------------------------------------
-
-
-def unreachable_text(model: str, address: str) -> str:
-    if model.startswith("ollama"):
-        name = model.split("/", 1)[-1]
-        hint = f"Start Ollama (`ollama serve` and `ollama pull {name}`) or {_SWITCH_MODEL}."
-    else:
-        hint = f"Check that the server is running, or {_SWITCH_MODEL}."
-    return f"I couldn't reach the model {model} at {address}. {hint} {_SAVED}"
-
-
-def timeout_text(model: str, address: str, seconds: float) -> str:
-    return (
-        f"The model {model} at {address} didn't answer within {seconds:g} seconds. It may be "
-        f"busy or still loading: allow it longer with SWITCHBOARD_LLM_TIMEOUT, or {_SWITCH_MODEL}. "
-        f"{_SAVED}"
-    )
-
-
-def auth_text(model: str, address: str, key_variable: str) -> str:
-    return (
-        f"The provider at {address} refused the credentials for the model {model}. "
-        f"Set {key_variable} to a valid key, or {_SWITCH_MODEL}. {_SAVED_FIX}"
-    )
-
-
-def missing_key_text(model: str, key_variables: Sequence[str]) -> str:
-    keys = " or ".join(key_variables)
-    return f"The model {model} needs an API key: set {keys}, or {_SWITCH_MODEL}. {_SAVED_FIX}"
-
-
-def not_found_text(model: str, address: str) -> str:
-    if model.startswith("ollama"):
-        hint = f"Pull it with `ollama pull {model.split('/', 1)[-1]}`"
-    else:
-        hint = "Check the model name in SWITCHBOARD_MODEL"
-    return f"The server at {address} doesn't know the model {model}. {hint}. {_SAVED_FIX}"
-
-
-def unavailable_text(model: str, address: str, status: int) -> str:
-    return (
-        f"The model {model} at {address} is unavailable right now (HTTP {status}). "
-        f"Send /retry in a moment, or {_SWITCH_MODEL}. Your message is saved."
-    )
-
-
-def failure_text(model: str, address: str, detail: str) -> str:
-    return (
-        f"The model {model} at {address} couldn't answer: {detail} "
-        "Your message is saved: send /retry to try again."
-    )
 
 
 # -- the gateway ----------------------------------------------------------------------------
@@ -307,16 +248,16 @@ class LLMGateway:
         address = base or DEFAULT_ADDRESS
         status = getattr(exc, "status_code", None)
         if isinstance(exc, _MissingKey):
-            text = missing_key_text(model, exc.names)
+            text = replies.missing_key_text(model, exc.names)
             return _Failed(LLMAuthError(text, model=model, api_base=base), transient=False)
         if _caused_by(exc, (litellm.Timeout, *_timeout_errors())):
-            text = timeout_text(model, address, self.settings.llm_timeout)
+            text = replies.timeout_text(model, address, self.settings.llm_timeout)
             return _Failed(LLMTimeout(text, model=model, api_base=base), transient=True)
         if _caused_by(exc, _connection_errors()):
-            text = unreachable_text(model, address)
+            text = replies.unreachable_text(model, address)
             return _Failed(LLMUnreachable(text, model=model, api_base=base), transient=True)
         if status == 401 or isinstance(exc, litellm.AuthenticationError):
-            text = auth_text(model, address, _key_variable(model))
+            text = replies.auth_text(model, address, _key_variable(model))
             return _Failed(LLMAuthError(text, model=model, api_base=base), transient=False)
         text = _other_text(model, address, status, exc)
         busy = status is not None and (status == 429 or status >= 500)
@@ -466,10 +407,10 @@ def _missing_keys(model: str) -> list[str]:
 
 def _other_text(model: str, address: str, status: int | None, exc: Exception) -> str:
     if status == 404:
-        return not_found_text(model, address)
+        return replies.not_found_text(model, address)
     if status is not None and (status == 429 or status >= 500):
-        return unavailable_text(model, address, status)
-    return failure_text(model, address, _provider_message(exc))
+        return replies.unavailable_text(model, address, status)
+    return replies.failure_text(model, address, _provider_message(exc))
 
 
 def _describe(error: LLMError, exc: Exception) -> str:

@@ -75,3 +75,64 @@ def internal_error(reference: str) -> str:
 
 def no_persona_configured() -> str:
     return "No persona is available. Add one under the config dir's personas/ and restart."
+
+
+# --- the model could not answer (bot/llm.py) ----------------------------------------------
+
+_SWITCH_MODEL = (
+    "point Switchboard at another model with SWITCHBOARD_MODEL "
+    "(and SWITCHBOARD_LLM_API_BASE for an OpenAI-compatible server)"
+)
+_SAVED_FIX = "Your message is saved: send /retry once that's done."
+_SAVED = "Your message is saved: send /retry when the model is back."
+
+
+def unreachable_text(model: str, address: str) -> str:
+    if model.startswith("ollama"):
+        name = model.split("/", 1)[-1]
+        hint = f"Start Ollama (`ollama serve` and `ollama pull {name}`) or {_SWITCH_MODEL}."
+    else:
+        hint = f"Check that the server is running, or {_SWITCH_MODEL}."
+    return f"I couldn't reach the model {model} at {address}. {hint} {_SAVED}"
+
+
+def timeout_text(model: str, address: str, seconds: float) -> str:
+    return (
+        f"The model {model} at {address} didn't answer within {seconds:g} seconds. It may be "
+        f"busy or still loading: allow it longer with SWITCHBOARD_LLM_TIMEOUT, or {_SWITCH_MODEL}. "
+        f"{_SAVED}"
+    )
+
+
+def auth_text(model: str, address: str, key_variable: str) -> str:
+    return (
+        f"The provider at {address} refused the credentials for the model {model}. "
+        f"Set {key_variable} to a valid key, or {_SWITCH_MODEL}. {_SAVED_FIX}"
+    )
+
+
+def missing_key_text(model: str, key_variables: Sequence[str]) -> str:
+    keys = " or ".join(key_variables)
+    return f"The model {model} needs an API key: set {keys}, or {_SWITCH_MODEL}. {_SAVED_FIX}"
+
+
+def not_found_text(model: str, address: str) -> str:
+    if model.startswith("ollama"):
+        hint = f"Pull it with `ollama pull {model.split('/', 1)[-1]}`"
+    else:
+        hint = "Check the model name in SWITCHBOARD_MODEL"
+    return f"The server at {address} doesn't know the model {model}. {hint}. {_SAVED_FIX}"
+
+
+def unavailable_text(model: str, address: str, status: int) -> str:
+    return (
+        f"The model {model} at {address} is unavailable right now (HTTP {status}). "
+        f"Send /retry in a moment, or {_SWITCH_MODEL}. Your message is saved."
+    )
+
+
+def failure_text(model: str, address: str, detail: str) -> str:
+    return (
+        f"The model {model} at {address} couldn't answer: {detail} "
+        "Your message is saved: send /retry to try again."
+    )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.config import Settings
@@ -16,9 +19,8 @@ from tests.fakes.llm_server import FakeLLM
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def switchboard(settings: Settings, *args: str, cwd: Path | None = None) -> Result:
-    """Run the command without blocking the loop the fake LLM server answers on."""
-    env = {
+def _env(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         "SWITCHBOARD_HOME": str(settings.home),
         "DATABASE_URL": settings.database_url or "",
@@ -28,17 +30,25 @@ async def switchboard(settings: Settings, *args: str, cwd: Path | None = None) -
         "SWITCHBOARD_LLM_API_BASE": settings.llm_api_base or "",
         "SWITCHBOARD_POLL_DELAY": "0.01",
     }
+
+
+async def switchboard(
+    settings: Settings, *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> Result:
+    """Run the command without blocking the loop the fake LLM server answers on."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         *args,
-        env=env,
+        env=_env(settings),
         cwd=cwd or ROOT,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    feed = stdin.encode() if stdin is not None else b""
+    stdout, stderr = await asyncio.wait_for(process.communicate(feed), 60)
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())
 
@@ -134,3 +144,65 @@ async def test_config_masks_credentials(settings: Settings) -> None:
     assert result.returncode == 0
     assert "hunter2" not in result.stdout
     assert "database_url = postgresql://sb:***@db:5432/sb" in result.stdout
+
+
+async def test_interactive_chat_answers_each_line_until_end_of_input(
+    user_settings: Settings,
+) -> None:
+    result = await switchboard(user_settings, "chat", stdin="hello\n\n/persona list\n")
+
+    assert result.returncode == 0, result.stderr
+    assert "echo: hello" in result.stdout
+    assert "→ assistant" in result.stdout
+
+
+async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
+    user_settings: Settings, tmp_path: Path
+) -> None:
+    port = _free_port()
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "up",
+        "--port",
+        str(port),
+        env=_env(user_settings),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        banner = await asyncio.wait_for(_read_until(up, b"Press Ctrl+C"), 30)
+        assert f"Web chat:  http://127.0.0.1:{port}" in banner
+        async with aiohttp.ClientSession() as client:
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+            assert health.status == 200
+
+        # chat finds up's worker and leaves the answering to it.
+        result = await switchboard(user_settings, "chat", "-m", "via up")
+        assert result.returncode == 0 and result.stdout.strip() == "echo: via up"
+
+        second = await switchboard(user_settings, "up", "--port", str(port))
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(up.wait(), 30)
+    assert code == 0
+
+
+async def _read_until(process: asyncio.subprocess.Process, marker: bytes) -> str:
+    assert process.stdout is not None
+    seen = b""
+    while marker not in seen:
+        line = await process.stdout.readline()
+        assert line, "switchboard up exited before it was ready"
+        seen += line
+    return seen.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -19,8 +19,8 @@ from bot.llm import (
     CallRecord,
     LLMGateway,
     ToolCall,
-    unreachable_text,
 )
+from bot.replies import unreachable_text
 from tests.fakes.llm_server import FakeLLM
 
 HELLO = [
