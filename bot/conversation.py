@@ -11,21 +11,16 @@ and commits the reply to the outbox in the same transaction that marks the messa
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import outbox, replies
 from bot.core import Core
-from bot.errors import UserFacingError
-from bot.messages import Attachment, ConversationRef, IncomingMessage
+from bot.messages import ConversationRef, IncomingMessage
 from bot.queue import HANDLE_MESSAGE
-from bot.router import is_command
 from bot.storage.models import ChannelAccount, Conversation, Message, Persona, User
-from bot.turns import Reply, Turn
 
 log = logging.getLogger(__name__)
 
@@ -184,76 +179,35 @@ async def reset_context(core: Core, conversation_id: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Line:
+    """One message of a transcript, as a channel shows past messages."""
+
+    message_id: int
+    direction: str
+    text: str
+    in_reply_to: int | None
+
+
+async def transcript(core: Core, ref: ConversationRef, limit: int = 50) -> list[Line]:
+    """The latest messages at ``ref``, oldest first (empty for a conversation not yet begun)."""
+    query = (
+        select(Message.id, Message.direction, Message.text, Message.reply_to_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.channel == ref.channel,
+            Conversation.workspace == ref.workspace,
+            Conversation.chat == ref.chat,
+            Conversation.thread == ref.thread,
+        )
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    async with core.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [Line(*row) for row in reversed(rows)]
+
+
 async def message_status(core: Core, message_id: int) -> str | None:
     async with core.sessions() as session:
         return await session.scalar(select(Message.status).where(Message.id == message_id))
-
-
-# --- worker side ----------------------------------------------------------------------------
-
-
-async def handle(core: Core, message_id: int) -> int | None:
-    """Answer one stored inbound message; returns the outbox id, or None if already answered."""
-    turn = await load_turn(core, message_id)
-    if turn is None:
-        return None
-    reply = await _route(core, turn)
-    return await outbox.commit_reply(core, turn, reply)
-
-
-async def load_turn(core: Core, message_id: int) -> Turn | None:
-    async with core.sessions() as session:
-        row = (
-            await session.execute(
-                select(Message, Conversation)
-                .join(Conversation, Message.conversation_id == Conversation.id)
-                .where(Message.id == message_id)
-            )
-        ).one_or_none()
-    if row is None or row.Message.status != "received":
-        return None
-    return _turn(row.Message, row.Conversation)
-
-
-def _turn(message: Message, conversation: Conversation) -> Turn:
-    return Turn(
-        message_id=message.id,
-        conversation_id=conversation.id,
-        user_id=message.author_id,
-        persona_id=conversation.persona_id,
-        text=message.text,
-        attachments=tuple(Attachment(**a) for a in message.attachments),
-        ref=ConversationRef.from_dict(message.ref or conversation.ref),
-        context_since=conversation.context_since,
-        created_at=message.created_at,
-    )
-
-
-async def _route(core: Core, turn: Turn) -> Reply:
-    try:
-        return await _answer(core, turn)
-    except UserFacingError as exc:
-        return Reply(exc.text, error=exc.text)
-    except Exception as exc:
-        reference = uuid.uuid4().hex[:8]
-        log.exception("turn %s failed (reference %s)", turn.message_id, reference)
-        return Reply(replies.internal_error(reference), error=f"{type(exc).__name__}: {exc}")
-
-
-async def _answer(core: Core, turn: Turn) -> Reply:
-    stripped = turn.text.strip()
-    if not stripped and not turn.attachments:
-        return Reply(replies.empty_message())
-    if len(turn.text) > core.settings.max_input_chars:
-        return Reply(replies.message_too_long(len(turn.text), core.settings.max_input_chars))
-    if is_command(stripped):
-        return await core.commands.dispatch(core, _with_text(turn, stripped))
-    if core.responder is None:
-        return Reply(replies.no_persona_configured())
-    return await core.responder.respond(core, turn)
-
-
-def _with_text(turn: Turn, text_: str) -> Turn:
-    from dataclasses import replace
-
-    return replace(turn, text=text_)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from bot.core import Core
 from bot.errors import AdapterError
+from bot.locks import DELIVERING, conversation_lock
 from bot.messages import OutgoingMessage, SentRef
 from bot.queue import DELIVER
 from bot.storage.models import Message, Outbox
@@ -79,6 +80,7 @@ async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
             insert(Outbox)
             .values(
                 message_id=reply_id,
+                conversation_id=turn.conversation_id,
                 channel=turn.ref.channel,
                 payload=out.to_dict(),
                 idempotency_key=out.idempotency_key,
@@ -91,11 +93,47 @@ async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
 
 
 async def deliver(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> str:
-    """Send one outbox row; returns its status afterwards (sent, pending, failed or skipped)."""
+    """Send the due replies of ``outbox_id``'s conversation, oldest first.
+
+    One deliverer per conversation at a time keeps replies in the order they were written;
+    an earlier reply waiting for its retry holds back the later ones, and its retry job
+    sends them after it. Returns what became of ``outbox_id``: sent, pending (a retry is
+    scheduled), failed, or skipped (not due, already handled, or unknown).
+    """
+    async with core.sessions() as session:
+        conversation_id = await session.scalar(
+            select(Outbox.conversation_id).where(Outbox.id == outbox_id)
+        )
+    if conversation_id is None:
+        return "skipped"
+    results: dict[int, str] = {}
+    async with conversation_lock(core.engine, DELIVERING, conversation_id):
+        for row_id in await _pending(core, conversation_id):
+            results[row_id] = await _deliver_one(core, senders, row_id)
+            if results[row_id] in ("pending", "skipped"):
+                break
+    return results.get(outbox_id, "skipped")
+
+
+async def _pending(core: Core, conversation_id: int) -> list[int]:
+    async with core.sessions() as session:
+        rows = await session.scalars(
+            select(Outbox.id)
+            .where(Outbox.conversation_id == conversation_id, Outbox.status == "pending")
+            .order_by(Outbox.id)
+        )
+        return list(rows)
+
+
+async def _deliver_one(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> str:
     async with core.sessions.begin() as session:
         row = await session.scalar(
             select(Outbox)
-            .where(Outbox.id == outbox_id, Outbox.status == "pending")
+            .where(
+                Outbox.id == outbox_id,
+                Outbox.status == "pending",
+                Outbox.next_attempt_at <= func.now(),
+            )
             .with_for_update(skip_locked=True)
         )
         if row is None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import conversation, outbox, recovery
+from bot import handler, outbox, recovery
 from worker.liveness import reclaim_orphans
 
 
-async def handle_message(ctx: dict[str, Any], message_id: int) -> int | None:
-    return await conversation.handle(ctx["core"], message_id)
+async def handle_message(ctx: dict[str, Any], message_id: int) -> list[int]:
+    return await handler.handle(ctx["core"], message_id)
 
 
 async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:

@@ -149,6 +149,9 @@ class Outbox(Base):
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
     channel: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column()  # OutgoingMessage.to_dict()
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed

@@ -262,6 +262,7 @@ def upgrade() -> None:
         "outbox",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("message_id", sa.BigInteger(), nullable=False),
+        sa.Column("conversation_id", sa.BigInteger(), nullable=False),
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -283,6 +284,12 @@ def upgrade() -> None:
         ),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_outbox_conversation_id_conversations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
             ["message_id"],
             ["messages.id"],
             name=op.f("fk_outbox_message_id_messages"),
@@ -291,6 +298,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_outbox_idempotency_key")),
     )
+    op.create_index(op.f("ix_outbox_conversation_id"), "outbox", ["conversation_id"], unique=False)
     op.create_index(
         "ix_outbox_due",
         "outbox",
@@ -308,6 +316,7 @@ def downgrade() -> None:
     op.drop_index(
         "ix_outbox_due", table_name="outbox", postgresql_where=sa.text("status = 'pending'")
     )
+    op.drop_index(op.f("ix_outbox_conversation_id"), table_name="outbox")
     op.drop_table("outbox")
     op.drop_index(op.f("ix_llm_calls_conversation_id"), table_name="llm_calls")
     op.drop_table("llm_calls")

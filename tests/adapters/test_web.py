@@ -12,13 +12,13 @@ import pytest
 
 from adapters.web import WebAdapter
 from bot.app import Runtime
-from bot.conversation import receive
+from bot.conversation import receive, transcript
 from tests.support import drain
 
 
 @pytest.fixture
 async def web(runtime: Runtime) -> AsyncIterator[WebAdapter]:
-    adapter = WebAdapter(runtime.redis, "127.0.0.1", 0)
+    adapter = WebAdapter(runtime.redis, "127.0.0.1", 0, lambda ref: transcript(runtime.core, ref))
     await adapter.start(lambda incoming: receive(runtime.core, incoming))
     yield adapter
     await adapter.stop()
@@ -56,6 +56,14 @@ async def test_page_post_and_reply_event(runtime: Runtime, web: WebAdapter) -> N
             reply = await asyncio.wait_for(_next_reply(events), 10)
     assert reply["in_reply_to"] == body["message_id"]
     assert reply["text"] == "echo: hi web"
+
+    # A reload shows the conversation so far.
+    async with aiohttp.ClientSession(cookie_jar=client.cookie_jar) as again_client:
+        past = await (await again_client.get(f"{web.url}/api/history")).json()
+    assert [(line["mine"], line["text"]) for line in past] == [
+        (True, "hi web"),
+        (False, "echo: hi web"),
+    ]
 
 
 async def test_export_arrives_as_a_downloadable_attachment(

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from adapters.local import LocalStream
 from bot.app import Runtime
-from bot.messages import Attachment
+from bot.messages import Attachment, ConversationRef
 from bot.storage.models import LLMCall, Message
 from tests.fakes.llm_server import FakeLLM
 from tests.support import count, delivered, drain, outbox_rows, reply_to, say
@@ -103,3 +103,35 @@ async def test_local_channels_see_the_reply_as_it_is_written(runtime: Runtime) -
     assert len(pieces) > 1
     assert all(e.data["in_reply_to"] == received.message_id for e in entries)
     assert "".join(pieces) == final.text == "echo: stream these words to me"
+
+
+async def test_turns_of_one_conversation_are_answered_in_order(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    llm.latency = 0.5
+    first = await say(runtime, "a slow question")
+    second = await say(runtime, "/export")
+    await drain(runtime)  # twenty jobs at once: both turns start together
+
+    replies = await delivered(runtime)
+    assert [r.in_reply_to for r in replies] == [first.message_id, second.message_id]
+    exported = replies[1].attachments[0].data.decode()
+    assert "echo: a slow question" in exported  # the export saw the answer before it
+
+
+async def test_other_conversations_are_not_held_up(runtime: Runtime, llm: FakeLLM) -> None:
+    llm.latency = 0.5
+    await say(runtime, "slow, in one chat")
+    other = ConversationRef(channel="terminal", chat="bob")
+    quick = await say(runtime, "/help", ref=other)
+    await drain(runtime)
+
+    entries = await LocalStream(runtime.redis, "terminal").history("bob")
+    assert [e.out.in_reply_to for e in entries if e.out] == [quick.message_id]
+    async with runtime.core.sessions() as session:
+        handled = (
+            await session.scalars(
+                select(Message.reply_to_id).where(Message.direction == "out").order_by(Message.id)
+            )
+        ).all()
+    assert handled[0] == quick.message_id  # answered while the other chat waited for the model

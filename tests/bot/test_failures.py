@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from bot.app import Runtime, open_runtime
 from bot.config import Settings
 from bot.errors import AdapterError
 from bot.messages import OutgoingMessage, SentRef
 from bot.outbox import backoff, deliver
-from bot.storage.models import Message
+from bot.storage.models import Message, Outbox
 from tests.fakes.llm_server import FakeLLM
 from tests.support import delivered, drain, outbox_rows, reply_to, say
 
@@ -70,7 +70,10 @@ async def test_delivery_retries_with_backoff_then_sends_once(runtime: Runtime) -
     sender = FlakySender(failures=2)
 
     assert await deliver(runtime.core, {"terminal": sender}, row.id) == "pending"
+    assert await deliver(runtime.core, {"terminal": sender}, row.id) == "skipped"  # not due yet
+    await _make_due(runtime, row.id)
     assert await deliver(runtime.core, {"terminal": sender}, row.id) == "pending"
+    await _make_due(runtime, row.id)
     assert await deliver(runtime.core, {"terminal": sender}, row.id) == "sent"
     assert await deliver(runtime.core, {"terminal": sender}, row.id) == "skipped"
 
@@ -101,11 +104,14 @@ def test_backoff_grows_and_honours_retry_after() -> None:
     assert backoff(1, retry_after=30.0) == 30.0
 
 
+async def _make_due(runtime: Runtime, outbox_id: int) -> None:
+    async with runtime.core.sessions.begin() as session:
+        await session.execute(
+            update(Outbox).where(Outbox.id == outbox_id).values(next_attempt_at=func.now())
+        )
+
+
 async def _reset_outbox(runtime: Runtime, outbox_id: int) -> None:
-    from sqlalchemy import update
-
-    from bot.storage.models import Outbox
-
     async with runtime.core.sessions.begin() as session:
         await session.execute(
             update(Outbox).where(Outbox.id == outbox_id).values(status="pending", attempts=0)

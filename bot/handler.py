@@ -1,0 +1,115 @@
+"""The worker side of a turn: route a stored message to a command or the active persona,
+and commit the reply to the outbox in the transaction that marks the message answered."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from bot import outbox, replies
+from bot.core import Core
+from bot.errors import UserFacingError
+from bot.locks import HANDLING, conversation_lock
+from bot.messages import Attachment, ConversationRef
+from bot.router import is_command
+from bot.storage.models import Conversation, Message
+from bot.turns import Reply, Turn
+
+log = logging.getLogger(__name__)
+
+
+async def handle(core: Core, message_id: int) -> list[int]:
+    """Answer a stored inbound message, and any earlier one of its conversation still waiting.
+
+    Turns of one conversation are taken one at a time, oldest first, under a lock, as a
+    person answers in order: a quick command never overtakes a slow model reply, and each
+    turn sees the ones before it. Returns the outbox ids written (none if already answered).
+    """
+    async with core.sessions() as session:
+        conversation_id = await session.scalar(
+            select(Message.conversation_id).where(Message.id == message_id)
+        )
+    if conversation_id is None:
+        return []
+    written = []
+    async with conversation_lock(core.engine, HANDLING, conversation_id):
+        for waiting in await _waiting(core, conversation_id, up_to=message_id):
+            turn = await load_turn(core, waiting)
+            if turn is not None:
+                outbox_id = await outbox.commit_reply(core, turn, await _route(core, turn))
+                written += [outbox_id] if outbox_id is not None else []
+    return written
+
+
+async def _waiting(core: Core, conversation_id: int, *, up_to: int) -> list[int]:
+    async with core.sessions() as session:
+        rows = await session.scalars(
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.direction == "in",
+                Message.status == "received",
+                Message.id <= up_to,
+            )
+            .order_by(Message.id)
+        )
+        return list(rows)
+
+
+async def load_turn(core: Core, message_id: int) -> Turn | None:
+    async with core.sessions() as session:
+        row = (
+            await session.execute(
+                select(Message, Conversation)
+                .join(Conversation, Message.conversation_id == Conversation.id)
+                .where(Message.id == message_id)
+            )
+        ).one_or_none()
+    if row is None or row.Message.status != "received":
+        return None
+    return _turn(row.Message, row.Conversation)
+
+
+def _turn(message: Message, conversation: Conversation) -> Turn:
+    return Turn(
+        message_id=message.id,
+        conversation_id=conversation.id,
+        user_id=message.author_id,
+        persona_id=conversation.persona_id,
+        text=message.text,
+        attachments=tuple(Attachment(**a) for a in message.attachments),
+        ref=ConversationRef.from_dict(message.ref or conversation.ref),
+        context_since=conversation.context_since,
+        created_at=message.created_at,
+    )
+
+
+async def _route(core: Core, turn: Turn) -> Reply:
+    try:
+        return await _answer(core, turn)
+    except UserFacingError as exc:
+        return Reply(exc.text, error=exc.text)
+    except Exception as exc:
+        reference = uuid.uuid4().hex[:8]
+        log.exception("turn %s failed (reference %s)", turn.message_id, reference)
+        return Reply(replies.internal_error(reference), error=f"{type(exc).__name__}: {exc}")
+
+
+async def _answer(core: Core, turn: Turn) -> Reply:
+    stripped = turn.text.strip()
+    if not stripped and not turn.attachments:
+        return Reply(replies.empty_message())
+    if len(turn.text) > core.settings.max_input_chars:
+        return Reply(replies.message_too_long(len(turn.text), core.settings.max_input_chars))
+    if is_command(stripped):
+        return await core.commands.dispatch(core, _with_text(turn, stripped))
+    if core.responder is None:
+        return Reply(replies.no_persona_configured())
+    return await core.responder.respond(core, turn)
+
+
+def _with_text(turn: Turn, text: str) -> Turn:
+    return replace(turn, text=text)
