@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     llm_timeout: float = 60.0
     # Extra prices for models litellm does not know: {"model": {"input": $/Mtok, "output": $/Mtok}}.
     model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Show replies on the terminal and web chat while the model writes them.
+    stream_replies: bool = True
     history_token_budget: int = 3000
     default_persona: str = "assistant"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,14 +79,27 @@ def chat_history(rows: Sequence[Message]) -> list[Message]:
     ]
 
 
+LIVE_INTERVAL = 0.1  # seconds between updates a person sees while a reply is written
+
+
 def _live(core: Core, turn: Turn) -> DeltaSink | None:
-    """Stream to channels that can show a reply as it is written; the rest get it whole."""
+    """Stream to channels that can show a reply as it is written; the rest get it whole.
+
+    Pieces are gathered and passed on at most every ``LIVE_INTERVAL``: a person cannot read
+    faster, and every update costs a write. The finished reply still comes by the outbox.
+    """
     channel = core.live.get(turn.ref.channel)
-    if channel is None:
+    if channel is None or not core.settings.stream_replies:
         return None
+    pending: list[str] = []
+    last = [0.0]
 
     async def show(text: str) -> None:
-        await channel.delta(turn.ref, turn.message_id, text)
+        pending.append(text)
+        if time.monotonic() - last[0] >= LIVE_INTERVAL:
+            await channel.delta(turn.ref, turn.message_id, "".join(pending))
+            pending.clear()
+            last[0] = time.monotonic()
 
     return show
 

@@ -60,6 +60,7 @@ class FakeLLM:
     def reset(self) -> None:
         """Back to defaults between tests; requests that hang are answered (with a 503)."""
         self.latency = 0.0
+        self.chunk_delay = 0.0  # seconds between streamed chunks: a model that writes slowly
         self.hang = False
         self.stream_usage = True  # False: ignore stream_options.include_usage, as some servers do
         self.requests.clear()
@@ -121,7 +122,7 @@ class FakeLLM:
         reply = reply if reply is not None else f"echo: {_last_user_text(body['messages'])}"
         answer = _Answer(body, reply, with_usage=self.stream_usage)
         if body.get("stream"):
-            return await answer.stream(request)
+            return await answer.stream(request, self.chunk_delay)
         return web.json_response(answer.whole())
 
     async def _embeddings(self, request: web.Request) -> web.Response:
@@ -198,7 +199,7 @@ class _Answer:
                 deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
         return [{"role": "assistant", "content": ""}, *deltas]
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
+    async def stream(self, request: web.Request, chunk_delay: float = 0.0) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         chunks = [self._chunk(delta, None) for delta in self._deltas()]
@@ -207,6 +208,7 @@ class _Answer:
             chunks.append({**self._envelope("chat.completion.chunk", []), "usage": self.usage})
         for chunk in chunks:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(chunk_delay)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
