@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from sqlalchemy import func, select
 
 from adapters.local import LocalStream
 from bot.app import Runtime
+from bot.config import Settings
 from bot.conversation import Received, receive
 from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message, Outbox
 from worker.settings import build_worker
 
 REF = ConversationRef(channel="terminal", chat="alice")
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a `switchboard` process needs to share the test's servers and LLM."""
+    return {
+        **os.environ,
+        "SWITCHBOARD_HOME": str(settings.home),
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "SWITCHBOARD_QUEUE_NAME": settings.queue_name,
+        "SWITCHBOARD_MODEL": settings.model,
+        "SWITCHBOARD_LLM_API_BASE": settings.llm_api_base or "",
+        "SWITCHBOARD_POLL_DELAY": "0.01",
+        **extra,
+    }
 
 
 def incoming(

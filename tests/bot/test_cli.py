@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -15,21 +14,9 @@ import pytest
 
 from bot.config import Settings
 from tests.fakes.llm_server import FakeLLM
+from tests.support import cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SWITCHBOARD_HOME": str(settings.home),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "SWITCHBOARD_QUEUE_NAME": settings.queue_name,
-        "SWITCHBOARD_MODEL": settings.model,
-        "SWITCHBOARD_LLM_API_BASE": settings.llm_api_base or "",
-        "SWITCHBOARD_POLL_DELAY": "0.01",
-    }
 
 
 async def switchboard(
@@ -41,7 +28,7 @@ async def switchboard(
         "-m",
         "bot",
         *args,
-        env=_env(settings),
+        env=cli_env(settings),
         cwd=cwd or ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -167,7 +154,7 @@ async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
         "up",
         "--port",
         str(port),
-        env=_env(user_settings),
+        env=cli_env(user_settings),
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
