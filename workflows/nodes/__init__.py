@@ -1,0 +1,15 @@
+"""The node types, one registry. A workflow's ``type:`` names one of these."""
+
+from __future__ import annotations
+
+from workflows.nodes.base import NodeType
+from workflows.nodes.basic import Condition, Delay, Switch, Template
+from workflows.nodes.files import File
+from workflows.nodes.http import HTTP
+from workflows.nodes.llm import LLM
+from workflows.nodes.reply import Reply
+
+NODE_TYPES: dict[str, NodeType] = {
+    node.name: node
+    for node in (Template(), Condition(), Switch(), Delay(), LLM(), HTTP(), File(), Reply())
+}

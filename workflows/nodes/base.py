@@ -1,0 +1,60 @@
+"""The node seam: each node type is a small object with a parameter model and ``run``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.messages import Attachment, ConversationRef
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+
+class Params(BaseModel):
+    """Base of every node type's parameters: unknown keys are mistakes, not extras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a node may use while it runs; nothing else reaches it."""
+
+    core: Core
+    run_id: int
+    node_id: str
+    attempt: int
+    variables: Mapping[str, Any]
+    workspace: Path
+    ref: ConversationRef | None
+    timeout: float
+    # Posts a message into the run's conversation (or a named one) through the outbox.
+    post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    output: Any = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    attachments: tuple[Attachment, ...] = ()
+    # A timer or an approval: the run waits (releasing the worker) until then, or until resumed.
+    wait_until: datetime | None = None
+    waiting_for: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeType(Protocol):
+    name: ClassVar[str]
+    params: ClassVar[type[Params]]
+    # Parameters that hold expressions evaluated by the node itself, not rendered up front.
+    raw: ClassVar[tuple[str, ...]]
+
+    async def run(self, ctx: NodeContext, params: Any) -> NodeResult: ...
