@@ -34,6 +34,7 @@ def record_call(
                     persona_id=context.get("persona_id"),
                     conversation_id=context.get("conversation_id"),
                     message_id=context.get("message_id"),
+                    run_id=context.get("run_id"),
                 )
             )
 

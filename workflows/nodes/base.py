@@ -26,7 +26,7 @@ class Params(BaseModel):
 class NodeContext:
     """What a node may use while it runs; nothing else reaches it."""
 
-    core: Core
+    core: Core | None  # None when a workflow's tests run: no model, no database
     run_id: int
     node_id: str
     attempt: int

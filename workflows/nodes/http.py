@@ -40,6 +40,8 @@ class HTTP:
     raw: ClassVar[tuple[str, ...]] = ()
 
     async def run(self, ctx: NodeContext, params: HTTPParams) -> NodeResult:
+        if ctx.core is None:
+            raise NodeFailed("this node calls the network: give it a mock in the test")
         allowed = ctx.core.settings.workflow_http_allow
         resolver = GuardedResolver(allowed)
         host = _host(params.url)

@@ -29,6 +29,8 @@ class LLM:
     raw: ClassVar[tuple[str, ...]] = ()
 
     async def run(self, ctx: NodeContext, params: LLMParams) -> NodeResult:
+        if ctx.core is None:
+            raise NodeFailed("this node calls a model: give it a mock in the test")
         completion = await ctx.core.llm.complete(
             _messages(params),
             model=params.model or ctx.core.settings.model,

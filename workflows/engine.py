@@ -1,0 +1,283 @@
+"""The engine: advance a run as far as it can go, one wave of ready nodes at a time.
+
+Each step is written before it runs (with its rendered input) and again when it ends, so a
+run taken over by another worker after a crash resumes after its last finished node:
+finished nodes, and their side effects, are never repeated. A node interrupted mid-way is
+run again; nodes with outside effects (reply, http POST) use idempotency keys for that.
+Timers and approvals park the run as ``waiting`` and give the worker back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.core import Core
+from bot.messages import Attachment, ConversationRef
+from workflows.errors import NodeFailed, WorkflowError
+from workflows.expressions import evaluate, render
+from workflows.nodes import NODE_TYPES
+from workflows.nodes.base import NodeContext, NodeResult, NodeType
+from workflows.spec import NodeSpec
+from workflows.state import DONE_STEP, FINAL_RUN, RunState, RunStore, StepState
+
+log = logging.getLogger(__name__)
+
+Post = Callable[
+    [RunState, str, str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]
+]
+Wake = Callable[[RunState, datetime], Awaitable[None]]
+
+
+@dataclass
+class Engine:
+    core: Core | None  # None in tests and dry runs: nodes that need a model must be mocked
+    store: RunStore
+    post: Post  # (run, node id, text, files, target) → a message in a conversation
+    wake: Wake  # schedule the run to continue at a time (timers)
+    workspace_root: Path
+
+    async def advance(self, run_id: int) -> RunState:
+        run = await self.store.load(run_id)
+        if run.status in FINAL_RUN:
+            return run
+        await self._start(run)
+        while run.status == "running":
+            if (problem := _over_limits(run)) is not None:
+                await self._fail(run, None, problem)
+                break
+            ready = self._ready(run)
+            if not ready:
+                await self._settle(run)
+                break
+            room = run.spec.limits.max_steps - run.step_count
+            wave = ready[: min(run.spec.limits.max_parallel, room)]
+            await asyncio.gather(*(self._execute(run, node) for node in wave))
+            failed = [s for s in run.steps.values() if s.status == "failed"]
+            if failed:
+                await self._fail(run, failed[0].node_id, failed[0].error or "failed")
+        return run
+
+    async def _start(self, run: RunState) -> None:
+        now = datetime.now(UTC)
+        if run.status == "queued":
+            run.started_at = now
+        for step in run.steps.values():
+            if step.status == "waiting" and step.wait_until is not None and step.wait_until <= now:
+                step.status, step.finished_at = "succeeded", now
+                await self.store.save_step(run, step)
+        run.status, run.wait_until = "running", None
+        await self.store.save_run(run)
+
+    def _ready(self, run: RunState) -> list[NodeSpec]:
+        """Nodes not yet finished (or interrupted) whose needs are all done."""
+        return [
+            node
+            for node in run.spec.nodes.values()
+            if _step_status(run, node.id) in ("pending", "running")
+            and all(_step_status(run, need) in DONE_STEP for need in node.needs)
+        ]
+
+    async def _settle(self, run: RunState) -> None:
+        waiting = [s for s in run.steps.values() if s.status == "waiting"]
+        if waiting:
+            run.status = "waiting"
+            due = [s.wait_until for s in waiting if s.wait_until is not None]
+            run.wait_until = min(due) if due else None
+            await self.store.save_run(run)
+            if run.wait_until is not None:
+                await self.wake(run, run.wait_until)
+            return
+        await self._finish(run)
+
+    async def _finish(self, run: RunState) -> None:
+        variables = self.variables(run)
+        try:
+            run.output = _jsonable(
+                render(run.spec.output, variables) if run.spec.output is not None else _last(run)
+            )
+        except WorkflowError as exc:
+            await self._fail(run, None, f"output: {exc.text}")
+            return
+        run.status, run.finished_at = "succeeded", datetime.now(UTC)
+        await self.store.save_run(run)
+
+    async def _fail(self, run: RunState, node_id: str | None, error: str) -> None:
+        run.status, run.failed_node, run.error = "failed", node_id, error
+        run.finished_at = datetime.now(UTC)
+        await self.store.save_run(run)
+
+    # --- one node -------------------------------------------------------------------------
+
+    async def _execute(self, run: RunState, node: NodeSpec) -> None:
+        step = run.steps.get(node.id) or StepState(node.id)
+        variables = self.variables(run)
+        try:
+            skip = _skipped(run, node, variables)
+        except WorkflowError as exc:
+            return await self._end(run, step, error=f"when: {exc.text}")
+        if skip:
+            step.status, step.finished_at = "skipped", datetime.now(UTC)
+            return await self.store.save_step(run, step)
+        node_type = NODE_TYPES[node.type]
+        try:
+            rendered = {
+                key: value if key in node_type.raw else render(value, variables)
+                for key, value in node.params.items()
+            }
+        except WorkflowError as exc:
+            return await self._end(run, step, error=exc.text)
+        step.status, step.input, step.started_at = "running", _jsonable(rendered), datetime.now(UTC)
+        step.attempts += 1
+        run.step_count += 1
+        await self.store.save_step(run, step)
+        try:
+            result = await self._result(run, node, node_type, rendered, variables)
+        except (WorkflowError, ValidationError, TimeoutError) as exc:
+            return await self._end(run, step, error=_describe(exc, run.spec.limits.node_timeout))
+        await self._end(run, step, result=result)
+
+    async def _result(
+        self,
+        run: RunState,
+        node: NodeSpec,
+        node_type: NodeType,
+        rendered: dict[str, Any],
+        variables: dict[str, Any],
+    ) -> NodeResult:
+        if node.id in run.mocks:
+            return NodeResult(output=run.mocks[node.id])
+        params = node_type.params.model_validate(rendered)
+        limits = run.spec.limits
+        for attempt in range(limits.retries + 1):
+            context = self._context(run, node, attempt, variables)
+            try:
+                return await asyncio.wait_for(node_type.run(context, params), limits.node_timeout)
+            except (NodeFailed, TimeoutError) as exc:
+                retryable = not isinstance(exc, NodeFailed) or exc.retryable
+                if not retryable or attempt == limits.retries:
+                    raise
+                await asyncio.sleep(limits.retry_backoff**attempt)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def _end(
+        self, run: RunState, step: StepState, *, result: NodeResult | None = None, error: str = ""
+    ) -> None:
+        step.finished_at = datetime.now(UTC)
+        if result is None:
+            step.status, step.error = "failed", error
+        else:
+            step.output = _jsonable(result.output)
+            step.prompt_tokens, step.completion_tokens = (
+                result.prompt_tokens,
+                result.completion_tokens,
+            )
+            step.cost_usd, step.error = result.cost_usd, None
+            step.status = "waiting" if result.wait_until or result.waiting_for else "succeeded"
+            step.wait_until = result.wait_until
+            run.add_usage(step)
+        await self.store.save_step(run, step)
+
+    def _context(
+        self, run: RunState, node: NodeSpec, attempt: int, variables: dict[str, Any]
+    ) -> NodeContext:
+        async def post(
+            text: str, files: tuple[Attachment, ...], target: ConversationRef | None
+        ) -> None:
+            await self.post(run, node.id, text, files, target)
+
+        return NodeContext(
+            core=self.core,
+            run_id=run.id,
+            node_id=node.id,
+            attempt=attempt,
+            variables=variables,
+            workspace=self.workspace(run),
+            ref=run.ref,
+            timeout=run.spec.limits.node_timeout,
+            post=post,
+        )
+
+    def workspace(self, run: RunState) -> Path:
+        path = self.workspace_root / str(run.id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def variables(self, run: RunState) -> dict[str, Any]:
+        """What expressions see: inputs by name, finished nodes' outputs by id, and the run."""
+        outputs = {node_id: step.output for node_id, step in run.steps.items()}
+        skipped = {n: None for n in run.spec.nodes if _step_status(run, n) == "skipped"}
+        return {
+            **run.inputs,
+            "inputs": dict(run.inputs),
+            **outputs,
+            **skipped,
+            "run": {"id": run.id, "workflow": run.workflow, "version": run.version},
+            "now": datetime.now(UTC),
+        }
+
+
+def _step_status(run: RunState, node_id: str) -> str:
+    step = run.steps.get(node_id)
+    return step.status if step is not None else "pending"
+
+
+def _skipped(run: RunState, node: NodeSpec, variables: dict[str, Any]) -> bool:
+    """Skipped when its condition is false, or when every node it waits for was skipped."""
+    if node.needs and all(_step_status(run, need) == "skipped" for need in node.needs):
+        return True
+    return node.when is not None and not evaluate(node.when, variables)
+
+
+def _over_limits(run: RunState) -> str | None:
+    limits = run.spec.limits
+    if run.step_count >= limits.max_steps:
+        return f"stopped after {run.step_count} steps: the limit is {limits.max_steps} (max_steps)"
+    if run.started_at is not None:
+        elapsed = (datetime.now(UTC) - run.started_at).total_seconds()
+        if elapsed > limits.max_run_seconds:
+            return (
+                f"stopped after {elapsed:.0f} s: the limit is {limits.max_run_seconds:g} s "
+                "(limits.max_run_seconds)"
+            )
+    if limits.budget_usd is not None and (run.cost_usd or 0) > limits.budget_usd:
+        spent = run.cost_usd or 0.0
+        return f"stopped at ${spent:.4f}: the budget is ${limits.budget_usd:g} (budget_usd)"
+    return None
+
+
+def _last(run: RunState) -> Any:
+    finished = [s for s in run.steps.values() if s.status == "succeeded"]
+    return finished[-1].output if finished else None
+
+
+def _describe(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout:g} s (limits.node_timeout)"
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+    assert isinstance(exc, WorkflowError)
+    return exc.text
+
+
+def _jsonable(value: Any) -> Any:
+    """Node outputs are stored as JSON: dates become ISO strings, bytes are dropped."""
+    return json.loads(json.dumps(value, default=_fallback))
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)

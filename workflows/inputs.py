@@ -1,0 +1,90 @@
+"""A run's inputs: defaults filled in, `key=value` text turned into the declared types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from workflows.errors import WorkflowError
+from workflows.spec import InputSpec, WorkflowSpec
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "list": list,
+    "object": dict,
+}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_pairs(words: list[str]) -> dict[str, str]:
+    """``["last=24h", "lang=de"]`` → {"last": "24h", "lang": "de"}."""
+    pairs = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise WorkflowError(f"'{word}' is not key=value (inputs look like last=24h)")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def resolve(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs a run gets, or a WorkflowError naming every problem at once."""
+    unknown = sorted(set(given) - set(spec.inputs))
+    problems = [f"unknown input '{name}'" for name in unknown]
+    values: dict[str, Any] = {}
+    for name, declared in spec.inputs.items():
+        if name in given:
+            try:
+                values[name] = coerce(declared, given[name])
+            except ValueError as exc:
+                problems.append(f"input '{name}': {exc}")
+        elif declared.is_required:
+            problems.append(f"missing input '{name}' ({declared.description or declared.type})")
+        else:
+            values[name] = declared.default
+    if problems:
+        usage = " ".join(f"{n}=…" for n in spec.inputs) or "(no inputs)"
+        raise WorkflowError(f"{'; '.join(problems)}. {spec.name} takes: {usage}")
+    return values
+
+
+def coerce(declared: InputSpec, value: Any) -> Any:
+    """``value`` as the declared type; text from a command line is converted."""
+    kind = declared.type
+    if isinstance(value, str) and kind != "string":
+        value = _from_text(kind, value)
+    expected = _TYPES[kind]
+    if not isinstance(value, expected) or (
+        kind in ("integer", "number") and isinstance(value, bool)
+    ):
+        raise ValueError(f"expected {kind}, got {value!r}")
+    return value
+
+
+def _from_text(kind: str, text: str) -> Any:
+    if kind == "integer":
+        return _number(text, int)
+    if kind == "number":
+        return _number(text, float)
+    if kind == "boolean":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"expected yes or no, got {text!r}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return [part.strip() for part in text.split(",")] if kind == "list" else text
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(
+            f"expected {'integer' if kind is int else 'number'}, got {text!r}"
+        ) from None

@@ -1,0 +1,112 @@
+"""A workflow's own `tests:`, run in memory with mocked node outputs: no model, no network,
+no database. Also the dry run's execution plan."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bot.core import Core
+from bot.messages import Attachment, ConversationRef
+from workflows.engine import Engine
+from workflows.errors import WorkflowError
+from workflows.inputs import resolve
+from workflows.spec import TestCase, WorkflowSpec
+from workflows.state import MemoryStore, RunState
+
+
+@dataclass
+class Posted:
+    node_id: str
+    text: str
+    files: tuple[str, ...]
+    target: ConversationRef | None
+
+
+@dataclass
+class MemoryRun:
+    run: RunState
+    posts: list[Posted] = field(default_factory=list)
+
+
+async def run_in_memory(
+    spec: WorkflowSpec,
+    inputs: dict[str, Any],
+    mocks: dict[str, Any] | None = None,
+    *,
+    core: Core | None = None,
+    workspace: Path | None = None,
+) -> MemoryRun:
+    store = MemoryStore()
+    run = store.add(
+        RunState(id=1, workflow=spec.name, version=0, spec=spec, inputs=resolve(spec, inputs))
+    )
+    run.mocks = dict(mocks or {})
+    result = MemoryRun(run)
+
+    async def post(
+        run: RunState, node_id: str, text: str, files: tuple[Attachment, ...], target: Any
+    ) -> None:
+        result.posts.append(Posted(node_id, text, tuple(f.filename for f in files), target))
+
+    async def wake(run: RunState, when: datetime) -> None:
+        """Timers are not waited for in memory: the run stays waiting and the caller sees it."""
+
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = Engine(core, store, post, wake, workspace or Path(scratch))
+        await engine.advance(run.id)
+    return result
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    problems: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+async def run_tests(spec: WorkflowSpec) -> list[CaseResult]:
+    return [await run_case(spec, case) for case in spec.tests]
+
+
+async def run_case(spec: WorkflowSpec, case: TestCase) -> CaseResult:
+    try:
+        outcome = await run_in_memory(spec, case.inputs, case.mocks)
+    except WorkflowError as exc:
+        return CaseResult(case.name, (exc.text,))
+    return CaseResult(case.name, tuple(_compare(case.expect, outcome.run)))
+
+
+def _compare(expect: dict[str, Any], run: RunState) -> list[str]:
+    problems = []
+    status = expect.get("status", "succeeded")
+    if run.status != status:
+        reason = f" at node '{run.failed_node}': {run.error}" if run.error else ""
+        problems.append(f"status: expected {status}, got {run.status}{reason}")
+    if "output" in expect and run.output != expect["output"]:
+        problems.append(f"output: expected {expect['output']!r}, got {run.output!r}")
+    for node_id, wanted in expect.get("nodes", {}).items():
+        step = run.steps.get(node_id)
+        got = step.output if step else None
+        if got != wanted:
+            problems.append(f"nodes.{node_id}: expected {wanted!r}, got {got!r}")
+    return problems
+
+
+def plan(spec: WorkflowSpec) -> list[list[str]]:
+    """The waves a run goes through: each wave's nodes run together, after the one before."""
+    done: set[str] = set()
+    waves = []
+    while len(done) < len(spec.nodes):
+        wave = [n.id for n in spec.nodes.values() if n.id not in done and set(n.needs) <= done]
+        if not wave:
+            raise WorkflowError("the nodes wait for each other in a cycle")
+        waves.append(wave)
+        done.update(wave)
+    return waves
