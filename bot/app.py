@@ -24,6 +24,9 @@ from bot.storage import db
 from personas import store
 from personas.commands import COMMANDS as PERSONA_COMMANDS
 from personas.responder import PersonaResponder
+from workflows import store as workflow_store
+from workflows.commands import COMMANDS as WORKFLOW_COMMANDS
+from workflows.commands import workflow_command
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def build_commands() -> CommandRegistry:
     registry = CommandRegistry()
     registry.extend(BUILTINS)
     registry.extend(PERSONA_COMMANDS)
+    registry.extend(WORKFLOW_COMMANDS)
+    registry.fallbacks.append(workflow_command)
     return registry
 
 
@@ -74,11 +79,18 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
 
 async def prepare_storage(core: Core) -> None:
     await db.upgrade(core.engine)
+    config_dir = core.settings.resolved_config_dir
     async with core.sessions.begin() as session:
-        loaded, problems = await store.sync(session, core.settings.resolved_config_dir)
+        loaded, problems = await store.sync(session, config_dir)
     for problem in problems:
         log.warning("persona skipped: %s", problem)
     log.info("personas loaded: %s", ", ".join(loaded))
+    async with core.sessions.begin() as session:
+        flows, problems = await workflow_store.sync(session, config_dir)
+    for problem in problems:
+        log.warning("workflow skipped: %s", problem)
+    if flows:
+        log.info("workflows loaded: %s", ", ".join(flows))
 
 
 # --- the processes --------------------------------------------------------------------------

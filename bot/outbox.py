@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from bot.errors import AdapterError
@@ -62,34 +63,62 @@ async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
             idempotency_key=f"reply:{turn.message_id}:{earlier}",
             in_reply_to=turn.message_id,
         )
-        reply_id = await session.scalar(
+        outbox_id = await _write(session, turn.conversation_id, out, reply.persona_id)
+    assert outbox_id is not None
+    await _deliver_soon(core, outbox_id)
+    return outbox_id
+
+
+async def post(
+    core: Core, conversation_id: int, out: OutgoingMessage, persona_id: int | None = None
+) -> int | None:
+    """A message Switchboard starts (a workflow's reply, a reminder), sent once per key."""
+    async with core.sessions.begin() as session:
+        outbox_id = await _write(session, conversation_id, out, persona_id)
+    if outbox_id is not None:
+        await _deliver_soon(core, outbox_id)
+    return outbox_id
+
+
+async def _write(
+    session: AsyncSession, conversation_id: int, out: OutgoingMessage, persona_id: int | None
+) -> int | None:
+    """The outbound message and its outbox row; None if the idempotency key was used before."""
+    async with session.begin_nested() as savepoint:
+        message_id = await session.scalar(
             insert(Message)
             .values(
-                conversation_id=turn.conversation_id,
-                channel=turn.ref.channel,
+                conversation_id=conversation_id,
+                channel=out.ref.channel,
                 direction="out",
-                persona_id=reply.persona_id,
-                text=reply.text,
-                attachments=[a.metadata() for a in reply.attachments],
+                persona_id=persona_id,
+                text=out.text,
+                attachments=[a.metadata() for a in out.attachments],
                 status="handled",
-                reply_to_id=turn.message_id,
+                reply_to_id=out.in_reply_to,
             )
             .returning(Message.id)
         )
         outbox_id = await session.scalar(
             insert(Outbox)
             .values(
-                message_id=reply_id,
-                conversation_id=turn.conversation_id,
-                channel=turn.ref.channel,
+                message_id=message_id,
+                conversation_id=conversation_id,
+                channel=out.ref.channel,
                 payload=out.to_dict(),
                 idempotency_key=out.idempotency_key,
             )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(Outbox.id)
         )
-    assert outbox_id is not None
-    await core.queue.enqueue(DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, 0), priority=True)
+        if outbox_id is None:
+            await savepoint.rollback()  # sent before: keep neither row
+            return None
     return int(outbox_id)
+
+
+async def _deliver_soon(core: Core, outbox_id: int) -> None:
+    await core.queue.enqueue(DELIVER, outbox_id, job_id=deliver_job_id(outbox_id, 0), priority=True)
 
 
 async def deliver(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> str:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from bot.core import Core
 
 Handler = Callable[["Core", Turn, list[str]], Awaitable[Reply]]
+# Commands stored at run time (a workflow's /digest): None when the name is not theirs.
+Fallback = Callable[["Core", Turn, str, list[str]], Awaitable[Reply | None]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Command:
 @dataclass
 class CommandRegistry:
     commands: dict[str, Command] = field(default_factory=dict)
+    fallbacks: list[Fallback] = field(default_factory=list)
 
     def add(self, command: Command) -> None:
         if command.name in self.commands:
@@ -55,12 +58,19 @@ class CommandRegistry:
         name, args = parse(turn.text)
         command = self.commands.get(name)
         if command is None:
-            return Reply(replies.unknown_command(name, self.closest(name)))
+            return await self._fallback(core, turn, name, args)
         if len(args) < command.min_args or (
             command.max_args is not None and len(args) > command.max_args
         ):
             return Reply(replies.usage_line(command.usage))
         return await command.handler(core, turn, args)
+
+    async def _fallback(self, core: Core, turn: Turn, name: str, args: list[str]) -> Reply:
+        for fallback in self.fallbacks:
+            reply = await fallback(core, turn, name, args)
+            if reply is not None:
+                return reply
+        return Reply(replies.unknown_command(name, self.closest(name)))
 
 
 def is_command(text: str) -> bool:

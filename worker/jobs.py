@@ -6,6 +6,7 @@ from typing import Any
 
 from bot import handler, outbox, recovery
 from worker.liveness import reclaim_orphans
+from workflows import runs
 
 
 async def handle_message(ctx: dict[str, Any], message_id: int) -> list[int]:
@@ -16,6 +17,11 @@ async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
     return await outbox.deliver(ctx["core"], ctx["senders"], outbox_id)
 
 
-async def sweep(ctx: dict[str, Any]) -> tuple[int, int]:
+async def run_workflow(ctx: dict[str, Any], run_id: int) -> str:
+    return (await runs.advance(ctx["core"], run_id)).status
+
+
+async def sweep(ctx: dict[str, Any]) -> tuple[int, int, int]:
     await reclaim_orphans(ctx["redis"], ctx["core"].settings.queue_name)
-    return await recovery.sweep(ctx["core"])
+    handled, delivered = await recovery.sweep(ctx["core"])
+    return handled, delivered, await runs.sweep(ctx["core"])

@@ -51,6 +51,8 @@ def build_worker(
         functions=[
             func(jobs.handle_message, keep_result=0, timeout=settings.job_timeout),
             func(jobs.deliver, keep_result=0, timeout=60),
+            # A run persists every step; the job's time limit is the workflow's own limit.
+            func(jobs.run_workflow, keep_result=0, timeout=3600),
         ],
         cron_jobs=[cron(jobs.sweep, second={0, 30}, keep_result=0, run_at_startup=False)],
         queue_name=settings.queue_name,

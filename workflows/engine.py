@@ -143,6 +143,11 @@ class Engine:
             result = await self._result(run, node, node_type, rendered, variables)
         except (WorkflowError, ValidationError, TimeoutError) as exc:
             return await self._end(run, step, error=_describe(exc, run.spec.limits.node_timeout))
+        except Exception as exc:  # a bug in a node must fail the node, not the worker
+            log.exception("node %s of run %s crashed", node.id, run.id)
+            return await self._end(
+                run, step, error=f"unexpected error: {type(exc).__name__}: {exc}"
+            )
         await self._end(run, step, result=result)
 
     async def _result(

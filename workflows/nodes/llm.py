@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import jsonschema
 from pydantic import Field
 
+from bot.errors import LLMError, LLMTimeout, LLMUnreachable
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
 
@@ -31,13 +32,20 @@ class LLM:
     async def run(self, ctx: NodeContext, params: LLMParams) -> NodeResult:
         if ctx.core is None:
             raise NodeFailed("this node calls a model: give it a mock in the test")
-        completion = await ctx.core.llm.complete(
-            _messages(params),
-            model=params.model or ctx.core.settings.model,
-            temperature=params.temperature,
-            max_tokens=params.max_tokens,
-            context={"run_id": ctx.run_id},
-        )
+        try:
+            completion = await ctx.core.llm.complete(
+                _messages(params),
+                model=params.model or ctx.core.settings.model,
+                temperature=params.temperature,
+                max_tokens=params.max_tokens,
+                context={"run_id": ctx.run_id},
+            )
+        except LLMError as exc:
+            # The chat wording ends with "send /retry"; a run is retried with /run retry.
+            reason = exc.text.split(" Your message is saved")[0]
+            raise NodeFailed(
+                reason, retryable=isinstance(exc, LLMUnreachable | LLMTimeout)
+            ) from exc
         output: Any = completion.text
         if params.schema_ is not None:
             output = _parse(completion.text, params.schema_)

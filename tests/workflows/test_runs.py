@@ -1,0 +1,211 @@
+"""Workflows for real: stored with versions, started from a chat, run by workers, answered
+in the same conversation, resumed and retried without repeating finished nodes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.app import Runtime
+from bot.storage.models import WorkflowRun, WorkflowStep
+from tests.fakes.llm_server import FakeLLM
+from tests.support import REF, delivered, drain, reply_to, say
+from workflows import runs, store
+from workflows.errors import WorkflowError
+
+DRAFT = """
+name: draft
+description: Draft with one model, critique with another, refine with the first.
+command: /draft
+inputs:
+  topic: {type: string, description: what to write about}
+nodes:
+  write:    {type: llm, model: openai/writer-model, prompt: "Write about {{ topic }}"}
+  critique: {type: llm, model: openai/critic-model, needs: [write], prompt: "Critique: {{ write }}"}
+  refine:   {type: llm, model: openai/writer-model, needs: [critique],
+             prompt: "Improve {{ write }} using {{ critique }}"}
+  post:     {type: reply, needs: [refine], text: "{{ refine }}"}
+"""
+
+
+async def _save(runtime: Runtime, source: str) -> store.Saved:
+    async with runtime.core.sessions.begin() as session:
+        return await store.save(session, source, origin="test")
+
+
+async def _steps(runtime: Runtime, run_id: int) -> dict[str, WorkflowStep]:
+    async with runtime.core.sessions() as session:
+        rows = await session.scalars(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
+        return {row.node_id: row for row in rows}
+
+
+async def _run(runtime: Runtime, run_id: int) -> WorkflowRun:
+    async with runtime.core.sessions() as session:
+        row = await session.get(WorkflowRun, run_id)
+    assert row is not None
+    return row
+
+
+async def test_saving_makes_versions_only_when_the_document_changes(runtime: Runtime) -> None:
+    assert await _save(runtime, DRAFT) == store.Saved("draft", 1, True)
+    assert await _save(runtime, DRAFT) == store.Saved("draft", 1, False)
+    assert await _save(runtime, DRAFT.replace("Critique:", "Criticise:")) == store.Saved(
+        "draft", 2, True
+    )
+    async with runtime.core.sessions() as session:
+        assert [v.version for v in await store.history(session, "draft")] == [1, 2]
+        change = await store.diff(session, "draft", 1, 2)
+        with pytest.raises(WorkflowError, match="draft has no version 7"):
+            await store.diff(session, "draft", 1, 7)
+    assert (
+        '-  critique: {type: llm, model: openai/critic-model, needs: [write], prompt: "Critique:'
+        in change
+    )
+    assert "+  critique:" in change and "Criticise:" in change
+
+
+async def test_an_invalid_document_is_refused_with_its_line(runtime: Runtime) -> None:
+    with pytest.raises(WorkflowError) as caught:
+        await _save(runtime, DRAFT.replace("{{ critique }}", "{{ critque }}"))
+    assert (
+        "test:11: nodes.refine.prompt: unknown variable 'critque' — did you mean 'critique'?"
+        in caught.value.text
+    )
+
+
+async def test_a_chat_command_runs_a_multi_model_graph_and_answers_in_the_thread(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    await _save(runtime, DRAFT)
+    started = await reply_to(runtime, "/run draft topic=owls")
+    assert started.text == "Started run #1 of draft. I'll answer here when it's done."
+    await drain(runtime)
+
+    assert [r["model"] for r in llm.requests] == ["writer-model", "critic-model", "writer-model"]
+    answer = (await delivered(runtime))[-1]
+    assert answer.text.startswith("echo: Improve echo: Write about owls using echo: Critique:")
+    run = await _run(runtime, 1)
+    assert run.status == "succeeded" and run.trigger == "command"
+    steps = await _steps(runtime, 1)
+    assert steps["write"].input == {"prompt": "Write about owls", "model": "openai/writer-model"}
+    assert steps["critique"].prompt_tokens > 0 and steps["critique"].status == "succeeded"
+    assert run.prompt_tokens == sum(s.prompt_tokens for s in steps.values())
+
+
+async def test_a_workflow_has_its_own_command(runtime: Runtime) -> None:
+    await _save(runtime, DRAFT)
+    started = await reply_to(runtime, "/draft topic=bees")
+    assert started.text.startswith("Started run #1 of draft.")
+
+
+async def test_bad_inputs_get_a_clear_refusal(runtime: Runtime) -> None:
+    await _save(runtime, DRAFT)
+    text = (await reply_to(runtime, "/run draft colour=red")).text
+    assert text == (
+        "unknown input 'colour'; missing input 'topic' (what to write about). draft takes: topic=…"
+    )
+    assert (
+        "There is no workflow called 'drafts'. Did you mean draft?"
+        in (await reply_to(runtime, "/run drafts")).text
+    )
+
+
+async def test_a_failed_run_says_where_and_resumes_from_there(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    await _save(runtime, DRAFT)
+    llm.script("first draft", FakeLLM.error(401, "bad key"))
+    await say(runtime, "/run draft topic=owls")
+    await drain(runtime)
+
+    failure = (await delivered(runtime))[-1].text
+    assert failure.startswith("Run #1 of draft failed at node 'critique': ")
+    assert failure.endswith("Fix the cause, then /run retry 1 to continue from there.")
+    status = (await reply_to(runtime, "/run status 1")).text
+    assert (
+        "write: succeeded" in status
+        and "critique: failed" in status
+        and "refine: pending" in status
+    )
+
+    assert (await reply_to(runtime, "/run retry 1")).text == "Retrying run #1 from node 'critique'."
+    await drain(runtime)
+    assert (await _run(runtime, 1)).status == "succeeded"
+    assert [r["model"] for r in llm.requests] == [
+        "writer-model",
+        "critic-model",
+        "critic-model",
+        "writer-model",
+    ]  # the first draft was not written again
+    assert (await _steps(runtime, 1))["write"].attempts == 1
+
+
+async def test_a_run_resumes_after_its_last_finished_node(runtime: Runtime, llm: FakeLLM) -> None:
+    """What a worker killed mid-run leaves behind: one node finished, one interrupted."""
+    await _save(runtime, DRAFT)
+    run_id, _ = await runs.start(runtime.core, "draft", {"topic": "owls"}, trigger="shell", ref=REF)
+    async with runtime.core.sessions.begin() as session:
+        session.add(WorkflowStep(run_id=run_id, node_id="write", status="succeeded", output="kept"))
+        session.add(WorkflowStep(run_id=run_id, node_id="critique", status="running", attempts=1))
+    await drain(runtime)
+
+    assert [r["model"] for r in llm.requests] == ["critic-model", "writer-model"]
+    steps = await _steps(runtime, run_id)
+    assert steps["write"].output == "kept" and steps["critique"].attempts == 2
+    assert (await delivered(runtime))[-1].text.startswith("echo: Improve kept using")
+
+
+async def test_cancel_stops_a_run(runtime: Runtime) -> None:
+    await _save(runtime, DRAFT)
+    await say(runtime, "/run draft topic=owls")
+    assert (await reply_to(runtime, "/run cancel 1")).text.startswith("Cancelled run #1.")
+    await drain(runtime)
+    assert (await _run(runtime, 1)).status == "cancelled"
+    assert (await reply_to(runtime, "/run cancel 1")).text == "Run #1 already cancelled."
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[str]:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path, "q": request.query.get("q")})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+FETCH = """
+name: fetch
+inputs:
+  base: {type: string}
+nodes:
+  get: {type: http, url: "{{ base }}/items", query: {q: owls}}
+output: "{{ get.body.q }} from {{ get.body.path }}"
+"""
+
+
+async def test_http_nodes_may_not_reach_internal_addresses(runtime: Runtime, api: str) -> None:
+    await _save(runtime, FETCH)
+    await say(runtime, f"/run fetch base={api}")
+    await drain(runtime)
+
+    failure = (await delivered(runtime))[-1].text
+    assert "refusing to call 127.0.0.1 (127.0.0.1): it is an internal address." in failure
+    assert "SWITCHBOARD_WORKFLOW_HTTP_ALLOW" in failure
+
+
+async def test_http_nodes_reach_allowed_addresses(runtime: Runtime, api: str) -> None:
+    runtime.core.settings.workflow_http_allow = ["127.0.0.0/8"]
+    await _save(runtime, FETCH)
+    await say(runtime, f"/run fetch base={api}")
+    await drain(runtime)
+
+    assert (await delivered(runtime))[-1].text == "Run #1 of fetch finished.\nowls from /items"

@@ -1,0 +1,75 @@
+"""Chat commands for workflows: /run, /runs, and each workflow's own command."""
+
+from __future__ import annotations
+
+from bot import replies
+from bot.core import Core
+from bot.router import Command
+from bot.turns import Reply, Turn
+from workflows import runs
+from workflows.errors import WorkflowError
+from workflows.inputs import parse_pairs
+
+RUN_USAGE = "/run NAME [key=value …] | /run status ID | /run cancel ID | /run retry ID"
+
+
+async def run_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    action = args[0].lower()
+    if action in ("status", "cancel", "retry") and len(args) == 2:
+        return await _manage(core, action, args[1])
+    return await start_from_chat(core, turn, args[0], args[1:])
+
+
+async def start_from_chat(core: Core, turn: Turn, name: str, words: list[str]) -> Reply:
+    run_id, workflow = await runs.start(
+        core,
+        name,
+        parse_pairs(words),
+        trigger="command",
+        ref=turn.ref,
+        conversation_id=turn.conversation_id,
+        user_id=turn.user_id,
+    )
+    return Reply(f"Started run #{run_id} of {workflow}. I'll answer here when it's done.")
+
+
+async def _manage(core: Core, action: str, raw_id: str) -> Reply:
+    run_id = _run_id(raw_id)
+    if action == "status":
+        return Reply(await runs.describe(core, run_id))
+    if action == "cancel":
+        return Reply(await runs.cancel(core, run_id))
+    return Reply(await runs.retry(core, run_id))
+
+
+def _run_id(raw: str) -> int:
+    digits = raw.removeprefix("#")
+    if not digits.isdigit():
+        raise WorkflowError(replies.usage_line(RUN_USAGE, f"'{raw}' is not a run number."))
+    return int(digits)
+
+
+async def runs_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    lines = await runs.recent(core)
+    return Reply("Recent runs:\n" + "\n".join(lines) if lines else "No runs yet.")
+
+
+async def workflow_command(core: Core, turn: Turn, name: str, args: list[str]) -> Reply | None:
+    """A workflow's own command (/digest last=24h), when one is stored under that name."""
+    from sqlalchemy import select
+
+    from bot.storage.models import Workflow
+
+    async with core.sessions() as session:
+        found = await session.scalar(select(Workflow.name).where(Workflow.command == f"/{name}"))
+    if found is None:
+        return None
+    return await start_from_chat(core, turn, found, args)
+
+
+COMMANDS = (
+    Command(
+        "run", RUN_USAGE, "start a workflow, or see, cancel or retry a run", run_command, 1, None
+    ),
+    Command("runs", "/runs", "the latest workflow runs", runs_command),
+)

@@ -1,0 +1,242 @@
+"""Starting, advancing, cancelling and retrying runs, and what a person is told about them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from bot import outbox
+from bot.conversation import conversation_for
+from bot.core import Core
+from bot.messages import Attachment, ConversationRef, OutgoingMessage
+from bot.storage.models import Workflow, WorkflowRun, WorkflowStep
+from workflows import store
+from workflows.engine import Engine
+from workflows.errors import WorkflowError
+from workflows.inputs import resolve
+from workflows.state import FINAL_RUN, RunState
+from workflows.validate import load
+
+RUN_WORKFLOW = "run_workflow"
+
+
+def run_job_id(run_id: int, turn: int = 0) -> str:
+    return f"run:{run_id}:{turn}"
+
+
+async def start(
+    core: Core,
+    name: str,
+    given: dict[str, Any],
+    *,
+    trigger: str,
+    ref: ConversationRef | None = None,
+    conversation_id: int | None = None,
+    user_id: int | None = None,
+) -> tuple[int, str]:
+    """Create a run of the current version and queue it; returns (run id, workflow name)."""
+    async with core.sessions.begin() as session:
+        workflow, version = await store.find(session, name)
+        if not workflow.enabled:
+            raise WorkflowError(f"The workflow '{workflow.name}' is turned off.")
+        spec = load(version.source, source=workflow.name)
+        inputs = resolve(spec, given)
+        run_id = await store.create_run(
+            session,
+            workflow,
+            version,
+            inputs=inputs,
+            trigger=trigger,
+            ref=ref,
+            conversation_id=conversation_id,
+            user_id=user_id,
+        )
+    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
+    return run_id, workflow.name
+
+
+def engine(core: Core) -> Engine:
+    async def wake(run: RunState, when: datetime) -> None:
+        await core.queue.enqueue(
+            RUN_WORKFLOW, run.id, job_id=run_job_id(run.id, int(when.timestamp())), defer_until=when
+        )
+
+    async def post(
+        run: RunState,
+        node_id: str,
+        text: str,
+        files: tuple[Attachment, ...],
+        target: ConversationRef | None,
+    ) -> None:
+        await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
+
+    return Engine(core, store.PostgresRunStore(core.sessions), post, wake, workspace_root(core))
+
+
+def workspace_root(core: Core) -> Path:
+    return core.settings.home / "runs"
+
+
+async def advance(core: Core, run_id: int) -> RunState:
+    """Run as far as the run can go, then tell the conversation how it ended."""
+    run = await engine(core).advance(run_id)
+    if run.status in FINAL_RUN:
+        await _announce(core, run)
+    return run
+
+
+async def _post(
+    core: Core,
+    run: RunState,
+    key: str,
+    text: str,
+    files: tuple[Attachment, ...] = (),
+    target: ConversationRef | None = None,
+) -> None:
+    ref = target or run.ref
+    if ref is None:
+        return  # started from the shell, a schedule or a webhook: nobody to tell in a chat
+    conversation_id = (
+        run.conversation_id
+        if target is None and run.conversation_id
+        else await conversation_for(core, ref)
+    )
+    await outbox.post(
+        core,
+        conversation_id,
+        OutgoingMessage(ref=ref, text=text, attachments=files, idempotency_key=key),
+    )
+
+
+async def _announce(core: Core, run: RunState) -> None:
+    """The run's last word in its chat: its output (unless it replied itself), or why it failed."""
+    if run.status == "failed":
+        await _post(core, run, f"run:{run.id}:failed", failure_text(run))
+        return
+    replied = any(
+        run.spec.nodes[n].type == "reply" and s.status == "succeeded"
+        for n, s in run.steps.items()
+        if n in run.spec.nodes
+    )
+    if run.status == "succeeded" and not replied:
+        await _post(core, run, f"run:{run.id}:done", done_text(run))
+
+
+def failure_text(run: RunState) -> str:
+    where = f" at node '{run.failed_node}'" if run.failed_node else ""
+    return (
+        f"Run #{run.id} of {run.workflow} failed{where}: {run.error}\n"
+        f"Fix the cause, then /run retry {run.id} to continue from there."
+    )
+
+
+def done_text(run: RunState) -> str:
+    output = run.output if isinstance(run.output, str) else _format(run.output)
+    return f"Run #{run.id} of {run.workflow} finished.\n{output}".rstrip()
+
+
+def _format(value: Any) -> str:
+    import json
+
+    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+async def cancel(core: Core, run_id: int) -> str:
+    async with core.sessions.begin() as session:
+        row = await session.get(WorkflowRun, run_id, with_for_update=True)
+        if row is None:
+            raise WorkflowError(f"There is no run #{run_id}.")
+        if row.status in FINAL_RUN:
+            return f"Run #{run_id} already {row.status}."
+        row.status = "cancelled"
+    return f"Cancelled run #{run_id}. Nodes already running finish; nothing after them starts."
+
+
+async def retry(core: Core, run_id: int) -> str:
+    """Resume a failed run from the node that failed; finished nodes are kept."""
+    async with core.sessions.begin() as session:
+        row = await session.get(WorkflowRun, run_id, with_for_update=True)
+        if row is None:
+            raise WorkflowError(f"There is no run #{run_id}.")
+        if row.status != "failed":
+            raise WorkflowError(f"Run #{run_id} is {row.status}; only a failed run can be retried.")
+        await session.execute(
+            delete(WorkflowStep).where(
+                WorkflowStep.run_id == run_id, WorkflowStep.status == "failed"
+            )
+        )
+        failed_node = row.failed_node
+        row.status, row.error, row.failed_node, row.finished_at = "running", None, None, None
+        turn = row.steps + 1
+    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, turn))
+    where = f" from node '{failed_node}'" if failed_node else ""
+    return f"Retrying run #{run_id}{where}."
+
+
+async def describe(core: Core, run_id: int) -> str:
+    """The run as a person reads it: each node's status, timing, tokens and cost."""
+    run = await store.PostgresRunStore(core.sessions).load(run_id)
+    lines = [
+        f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
+        f"Tokens: {run.prompt_tokens + run.completion_tokens:,}, cost: {_cost(run.cost_usd)}",
+    ]
+    for node_id in run.spec.nodes:
+        step = run.steps.get(node_id)
+        lines.append("  " + (_step_line(node_id, step) if step else f"{node_id}: pending"))
+    if run.status == "failed":
+        lines.append(failure_text(run))
+    return "\n".join(lines)
+
+
+def _step_line(node_id: str, step: Any) -> str:
+    took = ""
+    if step.started_at and step.finished_at:
+        took = f", {(step.finished_at - step.started_at).total_seconds() * 1000:.0f} ms"
+    tokens = step.prompt_tokens + step.completion_tokens
+    usage = f", {tokens} tokens, {_cost(step.cost_usd)}" if tokens else ""
+    error = f" — {step.error}" if step.error else ""
+    return f"{node_id}: {step.status}{took}{usage}{error}"
+
+
+def _cost(value: float | None) -> str:
+    return "no price known" if value is None else f"${value:.4f}"
+
+
+async def recent(core: Core, limit: int = 10) -> list[str]:
+    async with core.sessions() as session:
+        rows = (
+            await session.execute(
+                select(WorkflowRun.id, Workflow.name, WorkflowRun.status, WorkflowRun.created_at)
+                .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .order_by(WorkflowRun.id.desc())
+                .limit(limit)
+            )
+        ).all()
+    return [f"#{r.id} {r.name}: {r.status} ({r.created_at:%Y-%m-%d %H:%M})" for r in rows]
+
+
+async def sweep(core: Core) -> int:
+    """Queue runs whose job was lost, and waiting runs whose timer is due."""
+    from datetime import UTC, timedelta
+
+    stale = datetime.now(UTC) - timedelta(seconds=30)
+    async with core.sessions() as session:
+        ids = (
+            await session.scalars(
+                select(WorkflowRun.id).where(
+                    (
+                        (WorkflowRun.status.in_(("queued", "running")))
+                        & (WorkflowRun.created_at < stale)
+                    )
+                    | (
+                        (WorkflowRun.status == "waiting")
+                        & (WorkflowRun.wait_until < datetime.now(UTC))
+                    )
+                )
+            )
+        ).all()
+    queued = [await core.queue.enqueue(RUN_WORKFLOW, i, job_id=run_job_id(i)) for i in ids]
+    return sum(queued)

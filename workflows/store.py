@@ -1,0 +1,261 @@
+"""Workflows in Postgres: every saved change a new version, and runs kept step by step."""
+
+from __future__ import annotations
+
+import difflib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.messages import ConversationRef
+from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVersion
+from workflows.errors import WorkflowError
+from workflows.spec import WorkflowSpec
+from workflows.state import RunState, StepState
+from workflows.validate import load
+
+LIBRARY = Path(__file__).parent / "library"
+
+
+@dataclass(frozen=True)
+class Saved:
+    name: str
+    version: int
+    changed: bool
+
+
+async def save(session: AsyncSession, source: str, *, origin: str) -> Saved:
+    """Validate ``source`` and store it as the workflow's next version (unless unchanged)."""
+    spec = load(source, source=origin)
+    document = yaml.safe_load(source)
+    workflow = await session.scalar(select(Workflow).where(Workflow.name == spec.name))
+    if workflow is None:
+        workflow = Workflow(name=spec.name, version=0, webhook_secret=secrets.token_urlsafe(24))
+        session.add(workflow)
+    else:
+        current = await _version(session, workflow.id, workflow.version)
+        if current is not None and current.spec == document:
+            return Saved(spec.name, workflow.version, changed=False)
+    await _claim_command(session, spec, workflow)
+    workflow.version += 1
+    workflow.command, workflow.updated_at = spec.command, datetime.now(UTC)
+    await session.flush()
+    session.add(
+        WorkflowVersion(
+            workflow_id=workflow.id,
+            version=workflow.version,
+            source=source,
+            spec=document,
+            origin=origin,
+        )
+    )
+    return Saved(spec.name, workflow.version, changed=True)
+
+
+async def _claim_command(session: AsyncSession, spec: WorkflowSpec, workflow: Workflow) -> None:
+    if spec.command is None:
+        return
+    owner = await session.scalar(select(Workflow.name).where(Workflow.command == spec.command))
+    if owner is not None and owner != spec.name:
+        raise WorkflowError(f"the command {spec.command} already starts the workflow '{owner}'")
+
+
+async def _version(session: AsyncSession, workflow_id: int, version: int) -> WorkflowVersion | None:
+    return await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
+        )
+    )
+
+
+async def sync(session: AsyncSession, config_dir: Path) -> tuple[list[str], list[str]]:
+    """Load workflow files from ``config_dir/workflows``; returns (saved, problems)."""
+    folder = config_dir / "workflows"
+    saved, problems = [], []
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            result = await save(session, path.read_text(encoding="utf-8"), origin=str(path))
+        except WorkflowError as exc:
+            problems.append(exc.text)
+            continue
+        saved.append(result.name)
+    return saved, problems
+
+
+async def find(session: AsyncSession, name: str) -> tuple[Workflow, WorkflowVersion]:
+    """The workflow called ``name`` (or started by ``/name``) and its current version."""
+    workflow = await session.scalar(
+        select(Workflow).where((Workflow.name == name) | (Workflow.command == f"/{name}"))
+    )
+    if workflow is None:
+        known = list((await session.scalars(select(Workflow.name).order_by(Workflow.name))).all())
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        listing = ", ".join(known) or "none yet (see /templates)"
+        raise WorkflowError(f"There is no workflow called '{name}'.{hint} Workflows: {listing}.")
+    version = await _version(session, workflow.id, workflow.version)
+    assert version is not None
+    return workflow, version
+
+
+async def history(session: AsyncSession, name: str) -> Sequence[WorkflowVersion]:
+    workflow, _ = await find(session, name)
+    return (
+        await session.scalars(
+            select(WorkflowVersion)
+            .where(WorkflowVersion.workflow_id == workflow.id)
+            .order_by(WorkflowVersion.version)
+        )
+    ).all()
+
+
+async def diff(session: AsyncSession, name: str, old: int, new: int) -> str:
+    versions = {v.version: v for v in await history(session, name)}
+    missing = [str(n) for n in (old, new) if n not in versions]
+    if missing:
+        raise WorkflowError(
+            f"{name} has no version {', '.join(missing)} (it has 1 to {max(versions)})"
+        )
+    lines = difflib.unified_diff(
+        versions[old].source.splitlines(keepends=True),
+        versions[new].source.splitlines(keepends=True),
+        fromfile=f"{name} v{old}",
+        tofile=f"{name} v{new}",
+    )
+    return "".join(lines) or f"{name} v{old} and v{new} are the same.\n"
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+async def create_run(
+    session: AsyncSession,
+    workflow: Workflow,
+    version: WorkflowVersion,
+    *,
+    inputs: dict[str, Any],
+    trigger: str,
+    ref: ConversationRef | None,
+    conversation_id: int | None,
+    user_id: int | None,
+) -> int:
+    run = WorkflowRun(
+        workflow_id=workflow.id,
+        version_id=version.id,
+        status="queued",
+        trigger=trigger,
+        inputs=inputs,
+        ref=ref.to_dict() if ref else None,
+        conversation_id=conversation_id,
+        started_by=user_id,
+    )
+    session.add(run)
+    await session.flush()
+    return run.id
+
+
+class PostgresRunStore:
+    """Runs and their steps as rows: the durable half of the engine."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def load(self, run_id: int) -> RunState:
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(WorkflowRun, WorkflowVersion, Workflow.name)
+                    .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
+                    .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                    .where(WorkflowRun.id == run_id)
+                )
+            ).one_or_none()
+            if row is None:
+                raise WorkflowError(f"There is no run #{run_id}.")
+            steps = await session.scalars(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
+            return _state(row.WorkflowRun, row.WorkflowVersion, row.name, list(steps))
+
+    async def save_run(self, run: RunState) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get(WorkflowRun, run.id)
+            assert row is not None
+            if row.status == "cancelled" and run.status != "cancelled":
+                run.status = "cancelled"  # cancelled while this wave ran: the cancel wins
+                return
+            for name in _RUN_FIELDS:
+                setattr(row, name, getattr(run, name))
+            row.steps = run.step_count
+
+    async def save_step(self, run: RunState, step: StepState) -> None:
+        run.steps[step.node_id] = step
+        values = {name: getattr(step, name) for name in _STEP_FIELDS}
+        statement = insert(WorkflowStep).values(run_id=run.id, node_id=step.node_id, **values)
+        async with self.sessions.begin() as session:
+            await session.execute(
+                statement.on_conflict_do_update(index_elements=["run_id", "node_id"], set_=values)
+            )
+
+
+_RUN_FIELDS = (
+    "status",
+    "output",
+    "error",
+    "failed_node",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "wait_until",
+    "started_at",
+    "finished_at",
+)
+_STEP_FIELDS = (
+    "status",
+    "input",
+    "output",
+    "error",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "wait_until",
+    "started_at",
+    "finished_at",
+)
+
+
+def _state(
+    row: WorkflowRun, version: WorkflowVersion, name: str, steps: list[WorkflowStep]
+) -> RunState:
+    return RunState(
+        id=row.id,
+        workflow=name,
+        version=version.version,
+        spec=WorkflowSpec.model_validate(version.spec),
+        status=row.status,
+        inputs=dict(row.inputs),
+        mocks=dict(row.mocks or {}),
+        ref=ConversationRef.from_dict(row.ref) if row.ref else None,
+        conversation_id=row.conversation_id,
+        output=row.output,
+        error=row.error,
+        failed_node=row.failed_node,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_usd=row.cost_usd,
+        step_count=row.steps,
+        wait_until=row.wait_until,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        steps={
+            s.node_id: StepState(s.node_id, **{n: getattr(s, n) for n in _STEP_FIELDS})
+            for s in steps
+        },
+    )
