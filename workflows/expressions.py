@@ -102,7 +102,19 @@ def unsafe_attributes(value: Any) -> set[str]:
                 for node in tree.find_all(nodes.Getitem)
                 if isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_")
             }
+            found |= {
+                str(node.args[0].value)
+                for node in tree.find_all(nodes.Filter)
+                if node.name == "attr"
+                and node.args
+                and isinstance(node.args[0], nodes.Const)
+                and _unsafe(str(node.args[0].value))
+            }
     return found
+
+
+def _unsafe(name: str) -> bool:
+    return name.startswith("_") or name in ("mro", "func_globals", "gi_frame")
 
 
 def _strings(value: Any) -> list[str]:

@@ -21,19 +21,27 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+REST = "\x00rest"  # words that are not key=value: free text for the first input left open
+
+
 def parse_pairs(words: list[str]) -> dict[str, str]:
-    """``["last=24h", "lang=de"]`` → {"last": "24h", "lang": "de"}."""
-    pairs = {}
+    """``["lang=de", "good", "morning"]`` → {"lang": "de", REST: "good morning"}."""
+    pairs: dict[str, str] = {}
+    rest = []
     for word in words:
         key, sep, value = word.partition("=")
-        if not sep or not key:
-            raise WorkflowError(f"'{word}' is not key=value (inputs look like last=24h)")
-        pairs[key.strip()] = value
+        if sep and key.isidentifier():
+            pairs[key] = value
+        else:
+            rest.append(word)
+    if rest:
+        pairs[REST] = " ".join(rest)
     return pairs
 
 
 def resolve(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     """The inputs a run gets, or a WorkflowError naming every problem at once."""
+    given = _place_rest(spec, given)
     unknown = sorted(set(given) - set(spec.inputs))
     problems = [f"unknown input '{name}'" for name in unknown]
     values: dict[str, Any] = {}
@@ -51,6 +59,21 @@ def resolve(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
         usage = " ".join(f"{n}=…" for n in spec.inputs) or "(no inputs)"
         raise WorkflowError(f"{'; '.join(problems)}. {spec.name} takes: {usage}")
     return values
+
+
+def _place_rest(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Free text goes to the first declared input not given by name (``/translate hola``)."""
+    placed = dict(given)
+    if REST not in placed:
+        return placed
+    rest = placed.pop(REST)
+    open_inputs = [name for name in spec.inputs if name not in placed]
+    if not open_inputs:
+        raise WorkflowError(
+            f"'{rest}' is not key=value, and {spec.name} has no input left to take it"
+        )
+    placed[open_inputs[0]] = rest
+    return placed
 
 
 def coerce(declared: InputSpec, value: Any) -> Any:

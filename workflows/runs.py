@@ -176,16 +176,19 @@ async def retry(core: Core, run_id: int) -> str:
     return f"Retrying run #{run_id}{where}."
 
 
-async def describe(core: Core, run_id: int) -> str:
-    """The run as a person reads it: each node's status, timing, tokens and cost."""
+async def describe(core: Core, run_id: int, *, detail: bool = False) -> str:
+    """The run as a person reads it: each node's status, timing, tokens and cost (and with
+    ``detail``, what went in and came out)."""
     run = await store.PostgresRunStore(core.sessions).load(run_id)
     lines = [
         f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
-        f"Tokens: {run.prompt_tokens + run.completion_tokens:,}, cost: {_cost(run.cost_usd)}",
+        _usage_line(run),
     ]
     for node_id in run.spec.nodes:
         step = run.steps.get(node_id)
         lines.append("  " + (_step_line(node_id, step) if step else f"{node_id}: pending"))
+        if detail and step is not None:
+            lines += [f"      in:  {_short(step.input)}", f"      out: {_short(step.output)}"]
     if run.status == "failed":
         lines.append(failure_text(run))
     return "\n".join(lines)
@@ -199,6 +202,19 @@ def _step_line(node_id: str, step: Any) -> str:
     usage = f", {tokens} tokens, {_cost(step.cost_usd)}" if tokens else ""
     error = f" — {step.error}" if step.error else ""
     return f"{node_id}: {step.status}{took}{usage}{error}"
+
+
+def _usage_line(run: RunState) -> str:
+    tokens = run.prompt_tokens + run.completion_tokens
+    if not tokens:
+        return "No model calls."
+    return f"Tokens: {tokens:,}, cost: {_cost(run.cost_usd)}"
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = _format(value) if not isinstance(value, str) else value
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _cost(value: float | None) -> str:

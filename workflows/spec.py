@@ -62,17 +62,19 @@ class NodeSpec(BaseModel):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @classmethod
-    def from_document(cls, node_id: str, body: dict[str, Any]) -> NodeSpec:
+    @staticmethod
+    def from_document(node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A node as written (type, needs, parameters side by side) in this model's shape;
+        pydantic then checks it and reports errors under ``nodes.<id>``."""
         needs = body.get("needs", ())
-        return cls(
-            id=node_id,
-            type=body.get("type", ""),
-            needs=tuple([needs] if isinstance(needs, str) else needs),
-            when=body.get("when"),
-            description=body.get("description", ""),
-            params={k: v for k, v in body.items() if k not in NODE_KEYS},
-        )
+        return {
+            "id": node_id,
+            "type": body.get("type", ""),
+            "needs": [needs] if isinstance(needs, str) else needs,
+            "when": body.get("when"),
+            "description": body.get("description", ""),
+            "params": {k: v for k, v in body.items() if k not in NODE_KEYS},
+        }
 
 
 class Schedule(_Strict):

@@ -185,7 +185,7 @@ class PostgresRunStore:
 
     async def save_run(self, run: RunState) -> None:
         async with self.sessions.begin() as session:
-            row = await session.get(WorkflowRun, run.id)
+            row = await session.get(WorkflowRun, run.id, with_for_update=True)
             assert row is not None
             if row.status == "cancelled" and run.status != "cancelled":
                 run.status = "cancelled"  # cancelled while this wave ran: the cancel wins

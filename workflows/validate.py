@@ -38,7 +38,7 @@ MAP_LOCALS = ("item", "index")
 MAP_TYPE = "map"
 RESERVED = frozenset({*GLOBALS, *MAP_LOCALS, "loop"})
 EXPECT_KEYS = ("output", "status", "nodes")
-STATUSES = ("succeeded", "failed")
+STATUSES = ("succeeded", "failed", "waiting")
 ALLOW_KEYS = ("users", "roles", "channels")
 # A schedule must fire within this many years of a fixed start, so the answer never drifts.
 CRON_HORIZON_YEARS = 5
@@ -51,7 +51,7 @@ _MODELS_AT: Mapping[tuple[str, int], type[BaseModel]] = {
     ("inputs", 3): InputSpec,
     ("tests", 3): TestCase,
 }
-_LAST_SEGMENT = re.compile(r"(\[\d+\]|\.?[^.\[]+)$")
+_SEGMENT_START = re.compile(r"[.\[]")
 Loc = tuple[str | int, ...]
 
 
@@ -82,11 +82,11 @@ class Positions:
 
     def line(self, path: str) -> int | None:
         """The line of ``path``, or of its nearest enclosing key that the document has."""
-        while path not in self.lines:
-            if not path:
-                return None
-            path = _LAST_SEGMENT.sub("", path, count=1)
-        return self.lines[path]
+        cuts = [match.start() for match in _SEGMENT_START.finditer(path)]
+        for prefix in [path, *(path[:cut] for cut in reversed(cuts)), ""]:
+            if prefix in self.lines:
+                return self.lines[prefix]
+        return None
 
     def problem(self, path: str, message: str) -> Problem:
         return Problem(self.source, self.line(path), path, message)
@@ -95,6 +95,7 @@ class Positions:
 def load(
     text: str, *, source: str = "<workflow>", node_types: Mapping[str, NodeType] | None = None
 ) -> WorkflowSpec:
+    """The spec a YAML or JSON document describes, or ``WorkflowInvalid`` naming every problem."""
     spec, problems = _load(text, source, node_types)
     if spec is None or problems:
         raise WorkflowInvalid(problems)
@@ -102,6 +103,7 @@ def load(
 
 
 def validate_file(path: Path, *, node_types: Mapping[str, NodeType] | None = None) -> list[Problem]:
+    """A file's problems, each naming the file and line; none means it is valid."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -253,8 +255,12 @@ def _node_specs(nodes: Any, where: Positions) -> tuple[dict[str, Any] | None, li
 def _node_spec(node_id: str, body: Any, where: Positions) -> tuple[Any, list[Problem]]:
     if not isinstance(body, dict):
         return body, []  # the schema says what a node should be
+    if not isinstance(body.get("needs", ()), str | list | tuple):
+        message = "expected a node id or a list of node ids"
+        problems = [where.problem(f"nodes.{node_id}.needs", message)]
+        return NodeSpec.model_construct(id=node_id, type="", params={}), problems
     try:
-        return NodeSpec.from_document(node_id, body), []
+        return NodeSpec.model_validate(NodeSpec.from_document(node_id, body)), []
     except ValidationError as exc:
         problems = [_schema_problem(error, ("nodes", node_id), where) for error in exc.errors()]
     except TypeError:
@@ -267,6 +273,8 @@ def _schema_problem(error: ErrorDetails, prefix: Loc, where: Positions) -> Probl
     loc = prefix + tuple(error["loc"])
     if loc[:1] == ("nodes",) and loc[2:3] == ("params",):
         loc = loc[:2] + loc[3:]
+    if loc[-1:] == ("[key]",):
+        return where.problem(_path_of(loc[:-1]), f"keys must be text, got {error['input']!r}")
     return where.problem(_path_of(loc), _schema_message(error, loc))
 
 
@@ -637,7 +645,7 @@ def _cron_problem(expression: str, zone: tzinfo) -> str | None:
         return f"{expression!r} never fires"
     except (ValueError, KeyError) as exc:
         return (
-            f"{expression!r} is not a cron expression ({exc}): "
+            f"{expression!r} is not a cron expression ({str(exc).rstrip('.')}): "
             "write 'minute hour day-of-month month day-of-week', e.g. '0 9 * * 1-5'"
         )
     horizon = start.replace(year=start.year + CRON_HORIZON_YEARS)

@@ -160,8 +160,8 @@ async def test_a_run_resumes_after_its_last_finished_node(runtime: Runtime, llm:
 
 async def test_cancel_stops_a_run(runtime: Runtime) -> None:
     await _save(runtime, DRAFT)
-    await say(runtime, "/run draft topic=owls")
-    assert (await reply_to(runtime, "/run cancel 1")).text.startswith("Cancelled run #1.")
+    run_id, _ = await runs.start(runtime.core, "draft", {"topic": "owls"}, trigger="shell")
+    assert (await runs.cancel(runtime.core, run_id)).startswith("Cancelled run #1.")
     await drain(runtime)
     assert (await _run(runtime, 1)).status == "cancelled"
     assert (await reply_to(runtime, "/run cancel 1")).text == "Run #1 already cancelled."
@@ -209,3 +209,36 @@ async def test_http_nodes_reach_allowed_addresses(runtime: Runtime, api: str) ->
     await drain(runtime)
 
     assert (await delivered(runtime))[-1].text == "Run #1 of fetch finished.\nowls from /items"
+
+
+TRANSLATE = """
+name: tr
+command: /tr
+inputs:
+  text: {type: string, description: what to translate}
+  to: {type: string, default: English, description: the language}
+nodes:
+  out: {type: template, text: "[{{ to }}] {{ text }}"}
+"""
+
+
+async def test_free_text_fills_the_first_open_input(runtime: Runtime) -> None:
+    await _save(runtime, TRANSLATE)
+    await say(runtime, "/tr to=German guten morgen allerseits")
+    await drain(runtime)
+
+    assert (await delivered(runtime))[-1].text.endswith("[German] guten morgen allerseits")
+
+
+async def test_templates_are_listed_and_installed_from_the_chat(runtime: Runtime) -> None:
+    listing = (await reply_to(runtime, "/templates")).text
+    assert "summarize (/summarize) — " in listing and "translate (/translate) — " in listing
+
+    installed = (await reply_to(runtime, "/templates install translate")).text
+    assert installed.startswith("Installed translate (version 1) from the template.")
+    path = runtime.core.settings.resolved_config_dir / "workflows" / "translate.yaml"
+    assert path.is_file()
+    assert (
+        "There is no template called 'transl8'"
+        in (await reply_to(runtime, "/templates install transl8")).text
+    )

@@ -28,7 +28,7 @@ nodes:
     type: llm
     model: openai/gpt-4o-mini
     temperature: 0.7
-    system: You write clear, plain prose.
+    system: "Write plain prose for {{ run.workflow }}; today is {{ now.strftime('%A') }}."
     prompt: "Write about {{ topic }} in at most {{ words }} words."
   critique:
     type: llm
@@ -55,7 +55,7 @@ nodes:
   post:
     type: reply
     needs: [refine]
-    text: "{{ refine or draft }} (run {{ run.id }}, {{ now }})"
+    text: "{{ refine or draft }}"
 output: "{{ refine or draft }}"
 limits: {max_steps: 20, retries: 2}
 tests:
@@ -160,6 +160,12 @@ def test_a_yaml_syntax_error_gives_its_line() -> None:
     ]
 
 
+def test_an_alias_that_contains_itself_is_refused() -> None:
+    assert problems("name: x\nnodes:\n  a: &loop {type: template, text: [*loop]}\n") == [
+        "<workflow>:3: invalid YAML: an alias contains itself"
+    ]
+
+
 def test_a_document_that_is_not_a_mapping_is_refused() -> None:
     assert problems("- just\n- a list\n") == [
         "<workflow>:1: expected a mapping with at least name and nodes"
@@ -189,6 +195,7 @@ def test_schema_errors_name_their_key_and_line() -> None:
         outptu: x
         inputs:
           n: {type: int, defalt: 3}
+          m: 3
         nodes:
           a: {type: template, text: hi}
         limits: {max_steps: 0}
@@ -199,7 +206,8 @@ def test_schema_errors_name_their_key_and_line() -> None:
         "<workflow>:5: inputs.n.type: should be 'string', 'integer', 'number', 'boolean', "
         "'list' or 'object', got 'int'",
         "<workflow>:5: inputs.n.defalt: unknown key 'defalt' — did you mean 'default'?",
-        "<workflow>:8: limits.max_steps: should be greater than 0, got 0",
+        "<workflow>:6: inputs.m: expected a mapping, got 3",
+        "<workflow>:9: limits.max_steps: should be greater than 0, got 0",
     ]
 
 
