@@ -138,7 +138,9 @@ class Engine:
         step.status, step.input, step.started_at = "running", _jsonable(rendered), datetime.now(UTC)
         step.attempts += 1
         run.step_count += 1
-        await self.store.save_step(run, step)
+        if not (node_type.pure or node.id in run.mocks):
+            # Marks a node with outside effects as started; a pure one is simply run again.
+            await self.store.save_step(run, step)
         try:
             result = await self._result(run, node, node_type, rendered, variables)
         except (WorkflowError, ValidationError, TimeoutError) as exc:
@@ -212,9 +214,8 @@ class Engine:
         )
 
     def workspace(self, run: RunState) -> Path:
-        path = self.workspace_root / str(run.id)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """The run's own folder; created by the first node that writes a file."""
+        return self.workspace_root / str(run.id)
 
     def variables(self, run: RunState) -> dict[str, Any]:
         """What expressions see: inputs by name, finished nodes' outputs by id, and the run."""

@@ -18,7 +18,6 @@ from workflows.engine import Engine
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
 from workflows.state import FINAL_RUN, RunState
-from workflows.validate import load
 
 RUN_WORKFLOW = "run_workflow"
 
@@ -42,8 +41,7 @@ async def start(
         workflow, version = await store.find(session, name)
         if not workflow.enabled:
             raise WorkflowError(f"The workflow '{workflow.name}' is turned off.")
-        spec = load(version.source, source=workflow.name)
-        inputs = resolve(spec, given)
+        inputs = resolve(store.spec_of(version.spec), given)
         run_id = await store.create_run(
             session,
             workflow,
@@ -73,7 +71,7 @@ def engine(core: Core) -> Engine:
     ) -> None:
         await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
 
-    return Engine(core, store.PostgresRunStore(core.sessions), post, wake, workspace_root(core))
+    return Engine(core, store.PostgresRunStore(core.engine), post, wake, workspace_root(core))
 
 
 def workspace_root(core: Core) -> Path:
@@ -179,7 +177,7 @@ async def retry(core: Core, run_id: int) -> str:
 async def describe(core: Core, run_id: int, *, detail: bool = False) -> str:
     """The run as a person reads it: each node's status, timing, tokens and cost (and with
     ``detail``, what went in and came out)."""
-    run = await store.PostgresRunStore(core.sessions).load(run_id)
+    run = await store.PostgresRunStore(core.engine).load(run_id)
     lines = [
         f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
         _usage_line(run),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.messages import ConversationRef
 from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVersion
@@ -163,16 +165,26 @@ async def create_run(
 
 
 class PostgresRunStore:
-    """Runs and their steps as rows: the durable half of the engine."""
+    """Runs and their steps as rows: the durable half of the engine.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    Each write is one statement on an autocommit connection (no BEGIN/COMMIT round trips),
+    and at most ``writers`` run at once so a wide fan-out stays within the connection pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, writers: int = 8) -> None:
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.writers = asyncio.Semaphore(writers)
 
     async def load(self, run_id: int) -> RunState:
-        async with self.sessions() as session:
+        async with self.engine.connect() as conn:
             row = (
-                await session.execute(
-                    select(WorkflowRun, WorkflowVersion, Workflow.name)
+                await conn.execute(
+                    select(
+                        WorkflowRun.__table__,
+                        WorkflowVersion.version,
+                        WorkflowVersion.spec,
+                        Workflow.name,
+                    )
                     .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
                     .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
                     .where(WorkflowRun.id == run_id)
@@ -180,28 +192,25 @@ class PostgresRunStore:
             ).one_or_none()
             if row is None:
                 raise WorkflowError(f"There is no run #{run_id}.")
-            steps = await session.scalars(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
-            return _state(row.WorkflowRun, row.WorkflowVersion, row.name, list(steps))
+            steps = (
+                await conn.execute(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
+            ).all()
+        return _state(row, spec_of(row.spec), list(steps))
 
     async def save_run(self, run: RunState) -> None:
-        async with self.sessions.begin() as session:
-            row = await session.get(WorkflowRun, run.id, with_for_update=True)
-            assert row is not None
-            if row.status == "cancelled" and run.status != "cancelled":
-                run.status = "cancelled"  # cancelled while this wave ran: the cancel wins
-                return
-            for name in _RUN_FIELDS:
-                setattr(row, name, getattr(run, name))
-            row.steps = run.step_count
+        values = {name: getattr(run, name) for name in _RUN_FIELDS}
+        async with self.writers, self.engine.connect() as conn:
+            kept = await conn.scalar(
+                _SAVE_RUN, {"run_id": run.id, **values, "steps": run.step_count}
+            )
+        if kept is None:
+            run.status = "cancelled"  # cancelled while this wave ran: the cancel wins
 
     async def save_step(self, run: RunState, step: StepState) -> None:
         run.steps[step.node_id] = step
         values = {name: getattr(step, name) for name in _STEP_FIELDS}
-        statement = insert(WorkflowStep).values(run_id=run.id, node_id=step.node_id, **values)
-        async with self.sessions.begin() as session:
-            await session.execute(
-                statement.on_conflict_do_update(index_elements=["run_id", "node_id"], set_=values)
-            )
+        async with self.writers, self.engine.connect() as conn:
+            await conn.execute(_SAVE_STEP, {"run_id": run.id, "node_id": step.node_id, **values})
 
 
 _RUN_FIELDS = (
@@ -231,29 +240,60 @@ _STEP_FIELDS = (
 )
 
 
-def _state(
-    row: WorkflowRun, version: WorkflowVersion, name: str, steps: list[WorkflowStep]
-) -> RunState:
+_SAVE_RUN = (
+    update(WorkflowRun)
+    .where(
+        WorkflowRun.id == bindparam("run_id"),
+        (WorkflowRun.status != "cancelled") | (bindparam("status") == "cancelled"),
+    )
+    .values({name: bindparam(name) for name in (*_RUN_FIELDS, "steps")})
+    .returning(WorkflowRun.id)
+)
+_SAVE_STEP = (
+    insert(WorkflowStep)
+    .values({name: bindparam(name) for name in ("run_id", "node_id", *_STEP_FIELDS)})
+    .on_conflict_do_update(
+        index_elements=["run_id", "node_id"],
+        set_={name: bindparam(name) for name in _STEP_FIELDS},
+    )
+)
+
+# Parsing a document costs more than reading it: keep parsed ones, keyed by their content.
+_SPECS: dict[str, WorkflowSpec] = {}
+
+
+def spec_of(document: dict[str, Any]) -> WorkflowSpec:
+    key = json.dumps(document, sort_keys=True, default=str)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) > 256:
+            _SPECS.clear()
+        spec = _SPECS[key] = WorkflowSpec.model_validate(document)
+    return spec
+
+
+def _state(run: Any, spec: WorkflowSpec, steps: list[Any]) -> RunState:
+    """A run from its row (joined with its version's number and its workflow's name)."""
     return RunState(
-        id=row.id,
-        workflow=name,
-        version=version.version,
-        spec=WorkflowSpec.model_validate(version.spec),
-        status=row.status,
-        inputs=dict(row.inputs),
-        mocks=dict(row.mocks or {}),
-        ref=ConversationRef.from_dict(row.ref) if row.ref else None,
-        conversation_id=row.conversation_id,
-        output=row.output,
-        error=row.error,
-        failed_node=row.failed_node,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        cost_usd=row.cost_usd,
-        step_count=row.steps,
-        wait_until=row.wait_until,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+        id=run.id,
+        workflow=run.name,
+        version=run.version,
+        spec=spec,
+        status=run.status,
+        inputs=dict(run.inputs),
+        mocks=dict(run.mocks or {}),
+        ref=ConversationRef.from_dict(run.ref) if run.ref else None,
+        conversation_id=run.conversation_id,
+        output=run.output,
+        error=run.error,
+        failed_node=run.failed_node,
+        prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens,
+        cost_usd=run.cost_usd,
+        step_count=run.steps,
+        wait_until=run.wait_until,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
         steps={
             s.node_id: StepState(s.node_id, **{n: getattr(s, n) for n in _STEP_FIELDS})
             for s in steps

@@ -56,5 +56,7 @@ class NodeType(Protocol):
     params: ClassVar[type[Params]]
     # Parameters that hold expressions evaluated by the node itself, not rendered up front.
     raw: ClassVar[tuple[str, ...]]
+    # No outside effects and cheap: recorded once when done rather than also when started.
+    pure: ClassVar[bool]
 
     async def run(self, ctx: NodeContext, params: Any) -> NodeResult: ...

@@ -22,6 +22,7 @@ class Template:
     name: ClassVar[str] = "template"
     params: ClassVar[type[Params]] = TemplateParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = True
 
     async def run(self, ctx: NodeContext, params: TemplateParams) -> NodeResult:
         return NodeResult(output=params.text if params.text is not None else params.data)
@@ -37,6 +38,7 @@ class Condition:
     name: ClassVar[str] = "condition"
     params: ClassVar[type[Params]] = ConditionParams
     raw: ClassVar[tuple[str, ...]] = ("if",)
+    pure: ClassVar[bool] = True
 
     async def run(self, ctx: NodeContext, params: ConditionParams) -> NodeResult:
         return NodeResult(output=bool(evaluate(params.if_, ctx.variables)))
@@ -54,6 +56,7 @@ class Switch:
     name: ClassVar[str] = "switch"
     params: ClassVar[type[Params]] = SwitchParams
     raw: ClassVar[tuple[str, ...]] = ("value",)
+    pure: ClassVar[bool] = True
 
     async def run(self, ctx: NodeContext, params: SwitchParams) -> NodeResult:
         value = evaluate(params.value, ctx.variables)
@@ -80,6 +83,7 @@ class Delay:
     name: ClassVar[str] = "delay"
     params: ClassVar[type[Params]] = DelayParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: DelayParams) -> NodeResult:
         if params.until is not None:

@@ -23,6 +23,7 @@ class File:
     name: ClassVar[str] = "file"
     params: ClassVar[type[Params]] = FileParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: FileParams) -> NodeResult:
         path = inside(ctx.workspace, params.path)

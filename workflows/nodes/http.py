@@ -38,6 +38,7 @@ class HTTP:
     name: ClassVar[str] = "http"
     params: ClassVar[type[Params]] = HTTPParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: HTTPParams) -> NodeResult:
         if ctx.core is None:

@@ -28,6 +28,7 @@ class LLM:
     name: ClassVar[str] = "llm"
     params: ClassVar[type[Params]] = LLMParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: LLMParams) -> NodeResult:
         if ctx.core is None:

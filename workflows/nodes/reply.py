@@ -28,6 +28,7 @@ class Reply:
     name: ClassVar[str] = "reply"
     params: ClassVar[type[Params]] = ReplyParams
     raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: ReplyParams) -> NodeResult:
         from workflows.nodes.files import read_attachment
