@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_input_chars: int = 32_000
     reply_timeout: float = 120.0
 
+    # Scheduled runs: how late a missed time may still run, and a random delay to spread them.
+    schedule_misfire_grace: float = 3600.0
+    schedule_jitter: float = 5.0
     # Addresses (CIDR) workflow http nodes may call although they are internal.
     workflow_http_allow: list[str] = Field(default_factory=list)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from bot import handler, outbox, recovery
 from worker.liveness import reclaim_orphans
-from workflows import runs
+from workflows import runs, schedule
 
 
 async def handle_message(ctx: dict[str, Any], message_id: int) -> list[int]:
@@ -19,6 +19,10 @@ async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
 
 async def run_workflow(ctx: dict[str, Any], run_id: int) -> str:
     return (await runs.advance(ctx["core"], run_id)).status
+
+
+async def schedule_tick(ctx: dict[str, Any]) -> list[int]:
+    return await schedule.tick(ctx["core"])
 
 
 async def sweep(ctx: dict[str, Any]) -> tuple[int, int, int]:

@@ -54,7 +54,11 @@ def build_worker(
             # A run persists every step; the job's time limit is the workflow's own limit.
             func(jobs.run_workflow, keep_result=0, timeout=3600),
         ],
-        cron_jobs=[cron(jobs.sweep, second={0, 30}, keep_result=0, run_at_startup=False)],
+        cron_jobs=[
+            cron(jobs.sweep, second={0, 30}, keep_result=0, run_at_startup=False),
+            # arq gives each minute's tick to one worker only.
+            cron(jobs.schedule_tick, second=5, keep_result=0, run_at_startup=True),
+        ],
         queue_name=settings.queue_name,
         redis_settings=redis_settings(redis_url),
         job_serializer=serialize,

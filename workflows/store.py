@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ async def save(session: AsyncSession, source: str, *, origin: str) -> Saved:
     document = yaml.safe_load(source)
     workflow = await session.scalar(select(Workflow).where(Workflow.name == spec.name))
     if workflow is None:
-        workflow = Workflow(name=spec.name, version=0, webhook_secret=secrets.token_urlsafe(24))
+        workflow = Workflow(name=spec.name, version=0)
         session.add(workflow)
     else:
         current = await _version(session, workflow.id, workflow.version)

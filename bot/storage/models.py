@@ -186,7 +186,9 @@ class Workflow(Base):
     command: Mapped[str | None] = mapped_column(String(32), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=0)  # the current version's number
     enabled: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
-    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    # sha256 of the webhook secret: the secret itself is shown once and never stored.
+    webhook_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    last_scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -207,13 +209,18 @@ class WorkflowVersion(Base):
 
 class WorkflowRun(Base):
     __tablename__ = "workflow_runs"
-    __table_args__ = (Index("ix_workflow_runs_workflow", "workflow_id", "id"),)
+    __table_args__ = (
+        Index("ix_workflow_runs_workflow", "workflow_id", "id"),
+        # One run per scheduled time, however many schedulers look at once.
+        UniqueConstraint("workflow_id", "scheduled_for"),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
     version_id: Mapped[int] = mapped_column(ForeignKey("workflow_versions.id"))
     # queued → running ⇄ waiting → succeeded | failed | cancelled
     status: Mapped[str] = mapped_column(String(16), default="queued")
     trigger: Mapped[str] = mapped_column(String(16))  # command | shell | schedule | webhook
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     mocks: Mapped[dict[str, Any] | None] = mapped_column()
     output: Mapped[Any | None] = mapped_column(JSONB)

@@ -25,7 +25,8 @@ def upgrade() -> None:
         sa.Column("command", sa.String(length=32), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
-        sa.Column("webhook_secret", sa.String(length=64), nullable=True),
+        sa.Column("webhook_secret_hash", sa.String(length=64), nullable=True),
+        sa.Column("last_scheduled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -74,6 +75,7 @@ def upgrade() -> None:
         sa.Column("version_id", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("scheduled_for", sa.DateTime(timezone=True), nullable=True),
         sa.Column("inputs", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("mocks", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("output", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
@@ -120,6 +122,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_runs")),
+        sa.UniqueConstraint(
+            "workflow_id", "scheduled_for", name=op.f("uq_workflow_runs_workflow_id_scheduled_for")
+        ),
     )
     op.create_index(
         "ix_workflow_runs_workflow", "workflow_runs", ["workflow_id", "id"], unique=False
