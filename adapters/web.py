@@ -10,7 +10,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -34,10 +34,18 @@ History = Callable[[ConversationRef], Awaitable[list[Line]]]
 class WebAdapter:
     channel = CHANNEL
 
-    def __init__(self, redis: Redis, host: str, port: int, history: History) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        host: str,
+        port: int,
+        history: History,
+        extra_routes: Sequence[web.RouteDef] = (),
+    ) -> None:
         self.stream = LocalStream(redis, CHANNEL)
         self.host, self.port = host, port
         self.history = history
+        self.extra_routes = extra_routes
         self._runner: web.AppRunner | None = None
         self._dispatch: Dispatch | None = None
 
@@ -53,6 +61,7 @@ class WebAdapter:
         app.router.add_post("/api/messages", self._post)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/history", self._history)
+        app.router.add_routes(self.extra_routes)
         # An open event stream must not hold up shutdown.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()

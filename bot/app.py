@@ -25,6 +25,7 @@ from personas import store
 from personas.commands import COMMANDS as PERSONA_COMMANDS
 from personas.responder import PersonaResponder
 from workflows import store as workflow_store
+from workflows import webhook
 from workflows.commands import COMMANDS as WORKFLOW_COMMANDS
 from workflows.commands import workflow_command
 
@@ -151,7 +152,13 @@ async def run_up(
     from bot.conversation import receive, transcript
 
     async with _stop_signals() as stopping, open_runtime(settings) as runtime:
-        web = WebAdapter(runtime.redis, host, port, lambda ref: transcript(runtime.core, ref))
+        web = WebAdapter(
+            runtime.redis,
+            host,
+            port,
+            lambda ref: transcript(runtime.core, ref),
+            extra_routes=webhook.routes(runtime.core),
+        )
         await web.start(lambda incoming: receive(runtime.core, incoming))
         try:
             async with in_process_worker(runtime):

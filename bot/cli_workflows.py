@@ -93,6 +93,25 @@ def list_() -> None:
     _with_session(work)
 
 
+@workflows_app.command("webhook")
+def webhook(name: str) -> None:
+    """Make a new webhook secret for a workflow and show how to call it (shown only once)."""
+    settings = _quiet()
+
+    async def work(session: Any) -> None:
+        from workflows import store
+
+        secret = await store.rotate_webhook_secret(session, name)
+        url = f"http://{settings.web_host}:{settings.web_port}/hooks/{name}"
+        typer.echo(f"New secret for {name} (any earlier one no longer works):\n  {secret}")
+        typer.echo(
+            f"Start a run:\n  curl -X POST {url} -H 'X-Switchboard-Secret: {secret}' "
+            "-H 'Content-Type: application/json' -d '{}'"
+        )
+
+    _with_session(work)
+
+
 @workflows_app.command("history")
 def history(name: str) -> None:
     """Every version of a workflow."""

@@ -107,6 +107,16 @@ async def find(session: AsyncSession, name: str) -> tuple[Workflow, WorkflowVers
     return workflow, version
 
 
+async def rotate_webhook_secret(session: AsyncSession, name: str) -> str:
+    """A new webhook secret for ``name`` (the old one stops working); shown only now."""
+    from workflows.webhook import new_secret
+
+    workflow, _ = await find(session, name)
+    secret, hashed = new_secret()
+    workflow.webhook_secret_hash = hashed
+    return secret
+
+
 async def history(session: AsyncSession, name: str) -> Sequence[WorkflowVersion]:
     workflow, _ = await find(session, name)
     return (
