@@ -39,11 +39,12 @@ def incoming(
     external_id: str | None = None,
     ref: ConversationRef = REF,
     attachments: tuple[Attachment, ...] = (),
+    author: str = "alice",
 ) -> IncomingMessage:
     return IncomingMessage(
         ref=ref,
         external_id=external_id or uuid.uuid4().hex,
-        author=Author("alice", "Alice"),
+        author=Author(author, author.title()),
         text=text,
         attachments=attachments,
     )

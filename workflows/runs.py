@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
-from bot.storage.models import Workflow, WorkflowRun, WorkflowStep
+from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
 from workflows import store
 from workflows.engine import Engine
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
+from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
 
 RUN_WORKFLOW = "run_workflow"
@@ -41,7 +43,10 @@ async def start(
         workflow, version = await store.find(session, name)
         if not workflow.enabled:
             raise WorkflowError(f"The workflow '{workflow.name}' is turned off.")
-        inputs = resolve(store.spec_of(version.spec), given)
+        spec = store.spec_of(version.source)
+        if trigger == "command":
+            await check_allowed(session, spec, user_id, ref)
+        inputs = resolve(spec, given)
         run_id = await store.create_run(
             session,
             workflow,
@@ -54,6 +59,36 @@ async def start(
         )
     await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
     return run_id, workflow.name
+
+
+async def check_allowed(
+    session: AsyncSession, spec: WorkflowSpec, user_id: int | None, ref: ConversationRef | None
+) -> None:
+    """A workflow limited to some users, roles or channels refuses everyone else."""
+    if not spec.allow:
+        return
+    role, accounts = await _who(session, user_id)
+    facts = {
+        "users": accounts,
+        "roles": {role} if role else set(),
+        "channels": {ref.channel} if ref else set(),
+    }
+    if all(facts.get(key, set()) & set(allowed) for key, allowed in spec.allow.items()):
+        return
+    limits = "; ".join(f"{key} {', '.join(values)}" for key, values in spec.allow.items())
+    raise WorkflowError(f"You may not run {spec.name}: it is limited to {limits}.")
+
+
+async def _who(session: AsyncSession, user_id: int | None) -> tuple[str | None, set[str]]:
+    if user_id is None:
+        return None, set()
+    role = await session.scalar(select(User.role).where(User.id == user_id))
+    rows = await session.execute(
+        select(ChannelAccount.channel, ChannelAccount.external_id).where(
+            ChannelAccount.user_id == user_id
+        )
+    )
+    return role, {f"{channel}:{external}" for channel, external in rows}
 
 
 def engine(core: Core) -> Engine:

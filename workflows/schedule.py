@@ -73,7 +73,7 @@ async def _scheduled(core: Core) -> list[tuple[Workflow, WorkflowVersion]]:
 async def _fire(
     core: Core, workflow: Workflow, version: WorkflowVersion, now: datetime
 ) -> int | None:
-    spec = spec_of(version.spec)
+    spec = spec_of(version.source)
     assert spec.schedule is not None
     since = workflow.last_scheduled_at or version.created_at
     times = due_times(spec.schedule, since, now)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -191,7 +190,7 @@ class PostgresRunStore:
                     select(
                         WorkflowRun.__table__,
                         WorkflowVersion.version,
-                        WorkflowVersion.spec,
+                        WorkflowVersion.source,
                         Workflow.name,
                     )
                     .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
@@ -204,7 +203,7 @@ class PostgresRunStore:
             steps = (
                 await conn.execute(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
             ).all()
-        return _state(row, spec_of(row.spec), list(steps))
+        return _state(row, spec_of(row.source), list(steps))
 
     async def save_run(self, run: RunState) -> None:
         values = {name: getattr(run, name) for name in _RUN_FIELDS}
@@ -267,17 +266,18 @@ _SAVE_STEP = (
     )
 )
 
-# Parsing a document costs more than reading it: keep parsed ones, keyed by their content.
+# Parsing a document costs more than reading it: keep parsed ones, keyed by their text.
 _SPECS: dict[str, WorkflowSpec] = {}
 
 
-def spec_of(document: dict[str, Any]) -> WorkflowSpec:
-    key = json.dumps(document, sort_keys=True, default=str)
-    spec = _SPECS.get(key)
+def spec_of(source: str) -> WorkflowSpec:
+    """A stored version's document. Parsed from its text, not the JSONB copy: JSONB does not
+    keep key order, and the order of inputs matters (free text fills the first open one)."""
+    spec = _SPECS.get(source)
     if spec is None:
         if len(_SPECS) > 256:
             _SPECS.clear()
-        spec = _SPECS[key] = WorkflowSpec.model_validate(document)
+        spec = _SPECS[source] = WorkflowSpec.model_validate(yaml.safe_load(source))
     return spec
 
 

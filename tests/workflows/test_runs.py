@@ -11,9 +11,11 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.app import Runtime
+from bot.conversation import receive
+from bot.messages import ConversationRef
 from bot.storage.models import WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
-from tests.support import REF, delivered, drain, reply_to, say
+from tests.support import REF, delivered, drain, incoming, reply_to, say
 from workflows import runs, store
 from workflows.errors import WorkflowError
 
@@ -280,3 +282,17 @@ async def test_a_webhook_starts_a_run_with_the_right_secret_only(runtime: Runtim
     await drain(runtime)
     assert (await _run(runtime, 1)).status == "succeeded"
     assert (await _run(runtime, 1)).trigger == "webhook"
+
+
+async def test_a_restricted_workflow_refuses_others(runtime: Runtime) -> None:
+    limited = TRANSLATE + "allow: {users: ['terminal:bob'], channels: [terminal]}\n"
+    await _save(runtime, limited)
+
+    refusal = (await reply_to(runtime, "/tr hello")).text
+    assert refusal == "You may not run tr: it is limited to users terminal:bob; channels terminal."
+    bob = ConversationRef(channel="terminal", chat="bob-chat")
+    received = await receive(runtime.core, incoming("/tr hello", ref=bob, author="bob"))
+    await drain(runtime)
+    replies = await delivered(runtime, bob)
+    assert replies[0].in_reply_to == received.message_id
+    assert replies[0].text.startswith("Started run #1 of tr.")
