@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import time
 import uuid
 
 from sqlalchemy import func, select
@@ -54,16 +57,32 @@ async def say(runtime: Runtime, text: str, **kwargs: object) -> Received:
     return await receive(runtime.core, incoming(text, **kwargs))  # type: ignore[arg-type]
 
 
-async def drain(runtime: Runtime) -> int:
-    """Run a real arq worker in burst mode until the queue is empty; returns jobs completed."""
-    worker = build_worker(
-        runtime.core, runtime.endpoints.redis_url, burst=True, handle_signals=False
-    )
+async def drain(runtime: Runtime, timeout: float = 60.0) -> int:
+    """Run a real arq worker until no job is due or running; returns jobs completed.
+
+    Not arq's burst mode: that waits for jobs deferred to the future too (a timer set for
+    tomorrow), where a test wants everything due now done and nothing more.
+    """
+    worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    deadline = time.monotonic() + timeout
     try:
-        await worker.async_run()
+        idle = 0
+        while idle < 3:
+            assert time.monotonic() < deadline, "the queue did not drain in time"
+            await asyncio.sleep(0.03)
+            due = await runtime.redis.zcount(runtime.core.settings.queue_name, "-inf", _now_ms())
+            idle = idle + 1 if due == 0 and worker.job_counter == 0 else 0
     finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await worker.close()
     return worker.jobs_complete
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def delivered(runtime: Runtime, ref: ConversationRef = REF) -> list[OutgoingMessage]:

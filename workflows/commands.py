@@ -49,6 +49,22 @@ def _run_id(raw: str) -> int:
     return int(digits)
 
 
+async def approve_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    return await _decide(core, turn, args, approved=True)
+
+
+async def reject_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    return await _decide(core, turn, args, approved=False)
+
+
+async def _decide(core: Core, turn: Turn, args: list[str], *, approved: bool) -> Reply:
+    note = " ".join(args[1:])
+    text = await runs.decide(
+        core, _run_id(args[0]), approved=approved, user_id=turn.user_id, note=note
+    )
+    return Reply(text)
+
+
 async def runs_command(core: Core, turn: Turn, args: list[str]) -> Reply:
     lines = await runs.recent(core)
     return Reply("Recent runs:\n" + "\n".join(lines) if lines else "No runs yet.")
@@ -102,5 +118,16 @@ COMMANDS = (
         "run", RUN_USAGE, "start a workflow, or see, cancel or retry a run", run_command, 1, None
     ),
     Command("runs", "/runs", "the latest workflow runs", runs_command),
+    Command(
+        "approve",
+        "/approve ID [note]",
+        "approve a run that waits for you",
+        approve_command,
+        1,
+        None,
+    ),
+    Command(
+        "reject", "/reject ID [reason]", "reject a run that waits for you", reject_command, 1, None
+    ),
     Command("templates", TEMPLATES_USAGE, "ready workflows to install", templates_command, 0, 2),
 )

@@ -50,6 +50,9 @@ class Engine:
         if run.status in FINAL_RUN:
             return run
         await self._start(run)
+        failed = [s for s in run.steps.values() if s.status == "failed"]
+        if failed and run.status == "running":
+            await self._fail(run, failed[0].node_id, failed[0].error or "failed")
         while run.status == "running":
             if (problem := _over_limits(run)) is not None:
                 await self._fail(run, None, problem)
@@ -72,10 +75,19 @@ class Engine:
             run.started_at = now
         for step in run.steps.values():
             if step.status == "waiting" and step.wait_until is not None and step.wait_until <= now:
-                step.status, step.finished_at = "succeeded", now
-                await self.store.save_step(run, step)
+                await self._time_is_up(run, step, now)
         run.status, run.wait_until = "running", None
         await self.store.save_run(run)
+
+    async def _time_is_up(self, run: RunState, step: StepState, now: datetime) -> None:
+        """A timer ends well; an approval nobody gave in time fails its node."""
+        node = run.spec.nodes.get(step.node_id)
+        if node is not None and node.type == "approval":
+            step.status, step.error = "failed", "nobody approved or rejected in time"
+        else:
+            step.status = "succeeded"
+        step.finished_at = now
+        await self.store.save_step(run, step)
 
     def _ready(self, run: RunState) -> list[NodeSpec]:
         """Nodes not yet finished (or interrupted) whose needs are all done."""

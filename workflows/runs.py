@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
@@ -289,3 +289,35 @@ async def sweep(core: Core) -> int:
         ).all()
     queued = [await core.queue.enqueue(RUN_WORKFLOW, i, job_id=run_job_id(i)) for i in ids]
     return sum(queued)
+
+
+async def decide(
+    core: Core, run_id: int, *, approved: bool, user_id: int | None, note: str = ""
+) -> str:
+    """/approve or /reject: settle the run's waiting approval and let it go on."""
+    async with core.sessions.begin() as session:
+        step = await session.scalar(
+            select(WorkflowStep)
+            .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
+            .where(
+                WorkflowStep.run_id == run_id,
+                WorkflowStep.status == "waiting",
+                WorkflowRun.status == "waiting",
+            )
+            .with_for_update()
+        )
+        if step is None or not isinstance(step.output, dict) or "approvers" not in step.output:
+            raise WorkflowError(f"Run #{run_id} is not waiting for an approval.")
+        role, accounts = await _who(session, user_id)
+        allowed = set(step.output["approvers"])
+        if allowed and not (allowed & (accounts | {f"role:{role}"})):
+            raise WorkflowError(f"Only {', '.join(sorted(allowed))} may decide on run #{run_id}.")
+        by = sorted(accounts)[0] if accounts else "someone"
+        step.output = {"approved": approved, "by": by, "note": note}
+        step.status, step.finished_at = "succeeded", datetime.now(UTC)
+        await session.execute(
+            update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="running")
+        )
+    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, step.id + 1_000_000))
+    verdict = "Approved" if approved else "Rejected"
+    return f"{verdict} run #{run_id}; it goes on now."

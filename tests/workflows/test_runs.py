@@ -3,6 +3,7 @@ in the same conversation, resumed and retried without repeating finished nodes."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -296,3 +297,52 @@ async def test_a_restricted_workflow_refuses_others(runtime: Runtime) -> None:
     replies = await delivered(runtime, bob)
     assert replies[0].in_reply_to == received.message_id
     assert replies[0].text.startswith("Started run #1 of tr.")
+
+
+PUBLISH = """
+name: publish
+inputs:
+  text: {type: string, description: what to publish}
+nodes:
+  check: {type: approval, message: "Publish '{{ text }}'?", approvers: ["terminal:alice"]}
+  go: {type: reply, needs: [check], when: "check.approved", text: "Published: {{ text }}"}
+  hold: {type: reply, needs: [check], when: "not check.approved",
+         text: "Not published ({{ check.note }})"}
+"""
+
+
+async def test_an_approval_waits_without_a_worker_and_resumes_on_a_decision(
+    runtime: Runtime,
+) -> None:
+    await _save(runtime, PUBLISH)
+    await say(runtime, "/run publish the news")
+    await drain(runtime)
+    asked = (await delivered(runtime))[-1].text
+    assert asked.startswith("Run #1 asks for approval: Publish 'the news'?")
+    assert "Reply /approve 1 or /reject 1 [reason] (terminal:alice may decide)." in asked
+    assert (await _run(runtime, 1)).status == "waiting"
+
+    bob = ConversationRef(channel="terminal", chat="bob-chat")
+    await receive(runtime.core, incoming("/approve 1", ref=bob, author="bob"))
+    await drain(runtime)
+    assert (await delivered(runtime, bob))[-1].text == "Only terminal:alice may decide on run #1."
+
+    assert (await reply_to(runtime, "/reject 1 not today")).text == (
+        "Rejected run #1; it goes on now."
+    )
+    await drain(runtime)
+    assert (await delivered(runtime))[-1].text == "Not published (not today)"
+    assert (await _run(runtime, 1)).status == "succeeded"
+    assert (await reply_to(runtime, "/approve 1")).text == "Run #1 is not waiting for an approval."
+
+
+async def test_an_approval_nobody_gives_in_time_fails_the_run(runtime: Runtime) -> None:
+    await _save(runtime, PUBLISH.replace('approvers: ["terminal:alice"]', "timeout: 0.5"))
+    await say(runtime, "/run publish the news")
+    await drain(runtime)
+    await asyncio.sleep(0.6)
+    await drain(runtime)  # the timer job was deferred until the timeout
+
+    run = await _run(runtime, 1)
+    assert (run.status, run.failed_node) == ("failed", "check")
+    assert "nobody approved or rejected in time" in (await delivered(runtime))[-1].text

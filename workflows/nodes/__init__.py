@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workflows.nodes.approval import Approval
 from workflows.nodes.base import NodeType
 from workflows.nodes.basic import Condition, Delay, Switch, Template
 from workflows.nodes.files import File
@@ -11,5 +12,15 @@ from workflows.nodes.reply import Reply
 
 NODE_TYPES: dict[str, NodeType] = {
     node.name: node
-    for node in (Template(), Condition(), Switch(), Delay(), LLM(), HTTP(), File(), Reply())
+    for node in (
+        Template(),
+        Condition(),
+        Switch(),
+        Delay(),
+        LLM(),
+        HTTP(),
+        File(),
+        Reply(),
+        Approval(),
+    )
 }
