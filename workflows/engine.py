@@ -238,7 +238,12 @@ class Engine:
             "inputs": dict(run.inputs),
             **outputs,
             **skipped,
-            "run": {"id": run.id, "workflow": run.workflow, "version": run.version},
+            "run": {
+                "id": run.id,
+                "workflow": run.workflow,
+                "version": run.version,
+                "depth": run.depth,
+            },
             "now": datetime.now(UTC),
         }
 

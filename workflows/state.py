@@ -51,6 +51,7 @@ class RunState:
     completion_tokens: int = 0
     cost_usd: float | None = None
     step_count: int = 0
+    depth: int = 0  # how deep inside other workflows' workflow nodes this run is
     wait_until: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

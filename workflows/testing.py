@@ -39,10 +39,18 @@ async def run_in_memory(
     *,
     core: Core | None = None,
     workspace: Path | None = None,
+    depth: int = 0,
 ) -> MemoryRun:
     store = MemoryStore()
     run = store.add(
-        RunState(id=1, workflow=spec.name, version=0, spec=spec, inputs=resolve(spec, inputs))
+        RunState(
+            id=1,
+            workflow=spec.name,
+            version=0,
+            spec=spec,
+            inputs=resolve(spec, inputs),
+            depth=depth,
+        )
     )
     run.mocks = dict(mocks or {})
     result = MemoryRun(run)

@@ -478,7 +478,8 @@ def _node_expressions(
 ) -> Iterator[Problem]:
     for name, value in node.params.items():
         for path, text in _strings(value, f"nodes.{node.id}.{name}"):
-            template = _as_template(text) if name in raw else text
+            # A raw string is a bare expression; inside a raw mapping (map's node) are templates.
+            template = _as_template(text) if name in raw and isinstance(value, str) else text
             yield from _template_problems(path, template, scope, where)
     if node.when is not None:
         when = _as_template(node.when)

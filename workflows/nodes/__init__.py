@@ -5,6 +5,7 @@ from __future__ import annotations
 from workflows.nodes.approval import Approval
 from workflows.nodes.base import NodeType
 from workflows.nodes.basic import Condition, Delay, Switch, Template
+from workflows.nodes.compose import Map, Persona, Subflow
 from workflows.nodes.files import File
 from workflows.nodes.http import HTTP
 from workflows.nodes.llm import LLM
@@ -22,5 +23,8 @@ NODE_TYPES: dict[str, NodeType] = {
         File(),
         Reply(),
         Approval(),
+        Persona(),
+        Subflow(),
+        Map(),
     )
 }

@@ -1,0 +1,151 @@
+"""Nodes that build on other parts: ask a persona, run a sub-workflow, map over a list."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from pydantic import Field
+from sqlalchemy import select
+
+from bot.errors import UserFacingError
+from workflows.errors import NodeFailed
+from workflows.expressions import evaluate, render
+from workflows.nodes.base import NodeContext, NodeResult, Params
+
+
+class PersonaParams(Params):
+    persona: str
+    prompt: str
+
+
+class Persona:
+    """Ask a persona: its system prompt, model and temperature answer the prompt."""
+
+    name: ClassVar[str] = "persona"
+    params: ClassVar[type[Params]] = PersonaParams
+    raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
+
+    async def run(self, ctx: NodeContext, params: PersonaParams) -> NodeResult:
+        if ctx.core is None:
+            raise NodeFailed("this node asks a persona (a model): give it a mock in the test")
+        from personas import store
+
+        async with ctx.core.sessions() as session:
+            try:
+                persona = await store.by_name(session, params.persona)
+            except UserFacingError as exc:  # unknown persona: the text suggests the closest
+                raise NodeFailed(exc.text) from exc
+        system = persona.system_prompt
+        messages = [{"role": "system", "content": system}] if system else []
+        completion = await ctx.core.llm.complete(
+            [*messages, {"role": "user", "content": params.prompt}],
+            model=persona.model or ctx.core.settings.model,
+            fallbacks=persona.fallbacks,
+            temperature=persona.temperature,
+            max_tokens=persona.max_tokens,
+            context={"run_id": ctx.run_id, "persona_id": persona.id},
+        )
+        return NodeResult(
+            output=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            cost_usd=completion.cost_usd,
+        )
+
+
+class SubflowParams(Params):
+    workflow: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Subflow:
+    """Run another stored workflow as one step; its output is this node's output."""
+
+    name: ClassVar[str] = "workflow"
+    params: ClassVar[type[Params]] = SubflowParams
+    raw: ClassVar[tuple[str, ...]] = ()
+    pure: ClassVar[bool] = False
+
+    async def run(self, ctx: NodeContext, params: SubflowParams) -> NodeResult:
+        if ctx.core is None:
+            raise NodeFailed("this node runs another stored workflow: give it a mock in the test")
+        from bot.storage.models import Workflow, WorkflowVersion
+        from workflows.store import spec_of
+        from workflows.testing import run_in_memory
+
+        depth = int(ctx.variables.get("run", {}).get("depth", 0)) + 1
+        async with ctx.core.sessions() as session:
+            source = await session.scalar(
+                select(WorkflowVersion.source)
+                .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+                .where(
+                    Workflow.name == params.workflow, WorkflowVersion.version == Workflow.version
+                )
+            )
+        if source is None:
+            raise NodeFailed(f"there is no stored workflow called '{params.workflow}'")
+        spec = spec_of(source)
+        if depth > spec.limits.max_depth:
+            limit = spec.limits.max_depth
+            raise NodeFailed(f"workflows nest deeper than {limit} (limits.max_depth)")
+        child = await run_in_memory(
+            spec, params.inputs, core=ctx.core, workspace=ctx.workspace, depth=depth
+        )
+        for posted in child.posts:
+            await ctx.post(posted.text, (), posted.target)
+        run = child.run
+        if run.status != "succeeded":
+            raise NodeFailed(f"{params.workflow} {run.status} at '{run.failed_node}': {run.error}")
+        return NodeResult(
+            output=run.output,
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            cost_usd=run.cost_usd,
+        )
+
+
+class MapParams(Params):
+    items: str  # an expression giving a list
+    node: dict[str, Any]  # one node (type and parameters) run per item, with `item` and `index`
+    parallel: int = Field(default=4, gt=0, le=32)
+
+
+class Map:
+    """Run one node per item of a list, a few at a time; the output is the list of outputs."""
+
+    name: ClassVar[str] = "map"
+    params: ClassVar[type[Params]] = MapParams
+    raw: ClassVar[tuple[str, ...]] = ("items", "node")
+    pure: ClassVar[bool] = False
+
+    async def run(self, ctx: NodeContext, params: MapParams) -> NodeResult:
+        from workflows.nodes import NODE_TYPES
+
+        items = evaluate(params.items, ctx.variables)
+        if not isinstance(items, list):
+            raise NodeFailed(f"items must be a list, got {type(items).__name__}")
+        kind = NODE_TYPES.get(str(params.node.get("type")))
+        if kind is None or kind.name == "map":
+            raise NodeFailed(f"map cannot run a node of type {params.node.get('type')!r}")
+        gate = asyncio.Semaphore(params.parallel)
+
+        async def one(index: int, item: Any) -> NodeResult:
+            variables = {**ctx.variables, "item": item, "index": index}
+            body = {k: v for k, v in params.node.items() if k != "type"}
+            rendered = {k: v if k in kind.raw else render(v, variables) for k, v in body.items()}
+            async with gate:
+                return await kind.run(
+                    replace(ctx, variables=variables), kind.params.model_validate(rendered)
+                )
+
+        results = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        costs = [r.cost_usd for r in results if r.cost_usd is not None]
+        return NodeResult(
+            output=[r.output for r in results],
+            prompt_tokens=sum(r.prompt_tokens for r in results),
+            completion_tokens=sum(r.completion_tokens for r in results),
+            cost_usd=sum(costs) if costs else None,
+        )
