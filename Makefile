@@ -11,6 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 
 # Installer versions, pinned so the lock files and the venvs are made the same way everywhere.
 PIP_VERSION := 26.3
@@ -59,6 +60,11 @@ install: $(STAMP)
 
 install-dev: $(DEV_STAMP)
 
+$(BENCH_STAMP): requirements-bench.lock $(DEV_STAMP)
+	$(PIP) install --quiet -r requirements-bench.lock
+	$(PIP) check
+	@touch $@
+
 system-deps:
 	@bash scripts/install-system-deps.sh
 
@@ -77,12 +83,14 @@ lock:
 	export CUSTOM_COMPILE_COMMAND="make lock"; \
 	"$$tmp/venv/bin/pip-compile" $(PIP_COMPILE) -o requirements.lock pyproject.toml; \
 	"$$tmp/venv/bin/pip-compile" $(PIP_COMPILE) --extra dev -c requirements.lock \
-		-o requirements-dev.lock pyproject.toml
-	@echo "wrote requirements.lock and requirements-dev.lock"
+		-o requirements-dev.lock pyproject.toml; \
+	"$$tmp/venv/bin/pip-compile" $(PIP_COMPILE) --extra dev --extra bench \
+		-c requirements-dev.lock -o requirements-bench.lock pyproject.toml
+	@echo "wrote requirements.lock, requirements-dev.lock and requirements-bench.lock"
 
 # Every bench module runs even if one fails; the target fails at the end if any did.
 # Modules named _* are helpers, not benchmarks.
-bench: $(DEV_STAMP)
+bench: $(BENCH_STAMP)
 	@ran=0; failed=; for f in bench/*.py; do \
 		name=$$(basename "$$f" .py); \
 		case "$$name" in _*|'*') continue ;; esac; \
