@@ -28,6 +28,7 @@ from workflows import store as workflow_store
 from workflows import webhook
 from workflows.commands import COMMANDS as WORKFLOW_COMMANDS
 from workflows.commands import workflow_command
+from workflows.runs import take_answer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
             commands=build_commands(),
             responder=PersonaResponder(),
             live=local_channels(redis),
+            interceptors=[take_answer],
         )
         if prepare:
             await prepare_storage(core)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +24,10 @@ class LiveText(Protocol):
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
 
 
+# Looks at a message before the persona does (an answer a workflow waits for); None: not mine.
+Interceptor = Callable[["Core", Turn], Awaitable[Reply | None]]
+
+
 class Responder(Protocol):
     """Answers a turn that is not a command (the persona layer implements this)."""
 
@@ -39,6 +43,7 @@ class Core:
     commands: CommandRegistry = field(default_factory=CommandRegistry)
     responder: Responder | None = None
     live: Mapping[str, LiveText] = field(default_factory=dict)
+    interceptors: list[Interceptor] = field(default_factory=list)
     _llm: LLMGateway | None = None
 
     @property

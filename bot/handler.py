@@ -106,6 +106,9 @@ async def _answer(core: Core, turn: Turn) -> Reply:
         return Reply(replies.message_too_long(len(turn.text), core.settings.max_input_chars))
     if is_command(stripped):
         return await core.commands.dispatch(core, _with_text(turn, stripped))
+    for intercept in core.interceptors:
+        if (reply := await intercept(core, turn)) is not None:
+            return reply
     if core.responder is None:
         return Reply(replies.no_persona_configured())
     return await core.responder.respond(core, turn)

@@ -82,10 +82,13 @@ class Engine:
     async def _time_is_up(self, run: RunState, step: StepState, now: datetime) -> None:
         """A timer ends well; an approval nobody gave in time fails its node."""
         node = run.spec.nodes.get(step.node_id)
-        if node is not None and node.type == "approval":
+        kind = node.type if node is not None else ""
+        if kind == "approval":
             step.status, step.error = "failed", "nobody approved or rejected in time"
         else:
             step.status = "succeeded"
+        if kind == "input":
+            step.output = {"answer": None, "by": None}
         step.finished_at = now
         await self.store.save_step(run, step)
 

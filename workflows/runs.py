@@ -14,6 +14,7 @@ from bot.conversation import conversation_for
 from bot.core import Core
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
+from bot.turns import Reply, Turn
 from workflows import store
 from workflows.engine import Engine
 from workflows.errors import WorkflowError
@@ -321,3 +322,35 @@ async def decide(
     await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, step.id + 1_000_000))
     verdict = "Approved" if approved else "Rejected"
     return f"{verdict} run #{run_id}; it goes on now."
+
+
+async def take_answer(core: Core, turn: Turn) -> Reply | None:
+    """A message in a conversation where a run waits for an answer is that answer."""
+    async with core.sessions.begin() as session:
+        step = await session.scalar(
+            select(WorkflowStep)
+            .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
+            .where(
+                WorkflowRun.status == "waiting",
+                WorkflowStep.status == "waiting",
+                WorkflowStep.output["kind"].astext == "input",
+                WorkflowStep.output["conversation_id"].as_integer() == turn.conversation_id,
+            )
+            .order_by(WorkflowStep.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if step is None:
+            return None
+        _, accounts = await _who(session, turn.user_id)
+        allowed = set((step.output or {}).get("from") or ())
+        if allowed and not allowed & accounts:
+            return None  # not the person asked: the message goes to the persona as usual
+        step.output = {"answer": turn.text, "by": sorted(accounts)[0] if accounts else None}
+        step.status, step.finished_at = "succeeded", datetime.now(UTC)
+        run_id = step.run_id
+        await session.execute(
+            update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="running")
+        )
+    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, step.id + 2_000_000))
+    return Reply(f"Thanks, run #{run_id} goes on with your answer.")

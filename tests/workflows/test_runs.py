@@ -346,3 +346,29 @@ async def test_an_approval_nobody_gives_in_time_fails_the_run(runtime: Runtime) 
     run = await _run(runtime, 1)
     assert (run.status, run.failed_node) == ("failed", "check")
     assert "nobody approved or rejected in time" in (await delivered(runtime))[-1].text
+
+
+STANDUP = """
+name: standup-one
+inputs:
+  who: {type: string, default: "", description: unused}
+nodes:
+  ask: {type: input, question: "What did you do yesterday?", from: ["terminal:alice"]}
+  sum: {type: reply, needs: [ask], text: "Noted: {{ ask.answer }} (from {{ ask.by }})"}
+"""
+
+
+async def test_an_input_node_asks_and_the_next_message_is_the_answer(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    await _save(runtime, STANDUP)
+    await say(runtime, "/run standup-one")
+    await drain(runtime)
+    assert (await delivered(runtime))[-1].text == "What did you do yesterday?"
+
+    thanks = await reply_to(runtime, "fixed the login bug")
+    assert thanks.text == "Thanks, run #1 goes on with your answer."
+    await drain(runtime)
+    assert (await delivered(runtime))[-1].text == "Noted: fixed the login bug (from terminal:alice)"
+    assert llm.requests == []  # the answer went to the run, not to the persona
+    assert (await reply_to(runtime, "and now a normal chat")).text == "echo: and now a normal chat"

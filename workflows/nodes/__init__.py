@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workflows.nodes.approval import Approval
+from workflows.nodes.ask import Ask
 from workflows.nodes.base import NodeType
 from workflows.nodes.basic import Condition, Delay, Switch, Template
 from workflows.nodes.compose import Map, Persona, Subflow
@@ -23,6 +24,7 @@ NODE_TYPES: dict[str, NodeType] = {
         File(),
         Reply(),
         Approval(),
+        Ask(),
         Persona(),
         Subflow(),
         Map(),
