@@ -6,7 +6,7 @@ from bot import replies
 from bot.core import Core
 from bot.router import Command
 from bot.turns import Reply, Turn
-from workflows import runs, store, templates
+from workflows import actions, runs, store, templates
 from workflows.errors import WorkflowError
 from workflows.inputs import parse_pairs
 
@@ -113,6 +113,40 @@ async def install_template(core: Core, name: str) -> str:
     )
 
 
+ACTION_USAGE = (
+    '/t NAME [key=value …] [text|thread] | /t try "TEMPLATE" [text] | '
+    '/t save NAME "TEMPLATE" [model=…] [temperature=…] | /t history [NAME] | /t'
+)
+
+
+async def action_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    if not args:
+        return Reply(await actions.listing(core) + f"\nUsage: {ACTION_USAGE}")
+    verb, rest = args[0], args[1:]
+    if verb == "history" and len(rest) <= 1:
+        return Reply(await actions.history(core, rest[0] if rest else None))
+    if verb == "save" and len(rest) >= 2:
+        options = {k: v for k, _, v in (w.partition("=") for w in rest[2:])}
+        return Reply(await actions.save(core, turn, rest[0], rest[1], options))
+    if verb == "try" and rest:
+        outcome = await actions.run(core, turn, "try", rest[0], None, None, rest[1:])
+    elif verb in ("history", "save", "try"):
+        return Reply(replies.usage_line(ACTION_USAGE))
+    else:
+        action = await actions.find(core, verb)
+        outcome = await actions.run(
+            core,
+            turn,
+            action.name,
+            action.template,
+            action.model,
+            action.temperature,
+            rest,
+            action_id=action.id,
+        )
+    return Reply(outcome.text, error=None if outcome.ok else outcome.text)
+
+
 COMMANDS = (
     Command(
         "run", RUN_USAGE, "start a workflow, or see, cancel or retry a run", run_command, 1, None
@@ -129,5 +163,6 @@ COMMANDS = (
     Command(
         "reject", "/reject ID [reason]", "reject a run that waits for you", reject_command, 1, None
     ),
+    Command("t", ACTION_USAGE, "run a saved prompt action on a message", action_command, 0, None),
     Command("templates", TEMPLATES_USAGE, "ready workflows to install", templates_command, 0, 2),
 )

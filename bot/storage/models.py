@@ -262,3 +262,41 @@ class WorkflowStep(Base):
     wait_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PromptAction(Base):
+    """A reusable prompt: a template run on a message, a thread or given text (/t NAME)."""
+
+    __tablename__ = "prompt_actions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    template: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(200))
+    temperature: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class PromptActionRun(Base):
+    """Every run of a prompt action (saved or tried), kept: input, output, model, cost."""
+
+    __tablename__ = "prompt_action_runs"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    action_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prompt_actions.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))  # "try" for a template not saved
+    template: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    input: Mapped[str] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()

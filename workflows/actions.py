@@ -1,0 +1,246 @@
+"""Prompt actions: reusable prompt templates run on a message, the thread, or given text.
+
+`/t NAME [key=value …] [text]` runs a saved action on the text (or, without text, on the
+message before the command; with the word `thread`, on the conversation so far). `/t try`
+runs a template without saving it; `/t save` keeps it. Every run is recorded with its
+input, output, model, tokens, cost and status.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from bot.core import Core
+from bot.errors import UserFacingError
+from bot.router import is_command
+from bot.storage.models import Message, PromptAction, PromptActionRun
+from bot.turns import Turn
+from workflows.errors import WorkflowError
+from workflows.expressions import names_used, render, unsafe_attributes
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+VARIABLES = ("text", "thread")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    ok: bool
+
+
+def check_template(template: str, given: set[str] | None) -> None:
+    """Refuse a template that reaches past the sandbox, or (with ``given``, when it runs)
+    reads names it will not get."""
+    if unsafe := unsafe_attributes(template):
+        raise WorkflowError(f"templates may not use {', '.join(sorted(unsafe))}")
+    if given is None:
+        return
+    unknown = names_used(template) - set(VARIABLES) - given
+    if unknown:
+        raise WorkflowError(
+            f"the template reads {', '.join(sorted(unknown))}, which it will not get: "
+            "use {{ text }} for the message, or give key=value when you run it"
+        )
+
+
+async def save(core: Core, turn: Turn, name: str, template: str, options: dict[str, str]) -> str:
+    if not NAME.match(name) or name in ("try", "save", "history", "delete"):
+        raise WorkflowError(f"'{name}' cannot name an action: use lowercase letters and digits")
+    check_template(template, None)  # its own variables come with each run (key=value)
+    values = {
+        "name": name,
+        "template": template,
+        "model": options.get("model"),
+        "temperature": _temperature(options.get("temperature")),
+        "created_by": turn.user_id,
+    }
+    statement = insert(PromptAction).values(**values)
+    async with core.sessions.begin() as session:
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={**{k: statement.excluded[k] for k in values}, "updated_at": func.now()},
+            )
+        )
+    return f"Saved the action {name}. Run it with /t {name} (on the message before, or on text)."
+
+
+async def run(
+    core: Core,
+    turn: Turn,
+    name: str,
+    template: str,
+    model: str | None,
+    temperature: float | None,
+    words: list[str],
+    action_id: int | None = None,
+) -> Outcome:
+    variables, rest = _split(words)
+    source = await _source(core, turn, rest)
+    check_template(template, set(variables))
+    prompt = str(render(template, {**variables, "text": source, "thread": source}))
+    chosen = model or core.settings.model
+    try:
+        completion = await core.llm.complete(
+            [{"role": "user", "content": prompt}],
+            model=chosen,
+            temperature=temperature,
+            context={"conversation_id": turn.conversation_id, "message_id": turn.message_id},
+        )
+    except UserFacingError as exc:
+        await _record(core, turn, name, template, action_id, source, None, chosen, exc.text)
+        return Outcome(exc.text, ok=False)
+    await _record(core, turn, name, template, action_id, source, completion, chosen, None)
+    return Outcome(completion.text, ok=True)
+
+
+async def find(core: Core, name: str) -> PromptAction:
+    async with core.sessions() as session:
+        action = await session.scalar(select(PromptAction).where(PromptAction.name == name))
+        if action is None:
+            known = (
+                await session.scalars(select(PromptAction.name).order_by(PromptAction.name))
+            ).all()
+            listing = ", ".join(known) or 'none yet: save one with /t save NAME "template"'
+            raise WorkflowError(f"There is no action called '{name}'. Actions: {listing}.")
+        return action
+
+
+async def listing(core: Core) -> str:
+    async with core.sessions() as session:
+        actions = (await session.scalars(select(PromptAction).order_by(PromptAction.name))).all()
+    if not actions:
+        return 'No actions yet. Try one: /t try "Summarise in one line: {{ text }}"'
+    lines = [f"  {a.name} — {_clip(a.template, 70)}" for a in actions]
+    return "Actions:\n" + "\n".join(lines)
+
+
+async def history(core: Core, name: str | None) -> str:
+    query = select(PromptActionRun).order_by(PromptActionRun.id.desc()).limit(10)
+    if name:
+        query = query.where(PromptActionRun.name == name)
+    async with core.sessions() as session:
+        rows = (await session.scalars(query)).all()
+    if not rows:
+        return "No action runs yet."
+    return "Recent action runs:\n" + "\n".join(_run_line(row) for row in rows)
+
+
+def _run_line(row: PromptActionRun) -> str:
+    tokens = row.prompt_tokens + row.completion_tokens
+    cost = "no price known" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    result = _clip(row.output or row.error or "", 40)
+    return (
+        f"  {row.created_at:%m-%d %H:%M} {row.name} · {row.model} · {row.status} · "
+        f"{tokens} tokens, {cost} — {_clip(row.input, 40)} → {result}"
+    )
+
+
+def _split(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    variables: dict[str, str] = {}
+    rest: list[str] = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key.isidentifier() and not rest:
+            variables[key] = value
+        else:
+            rest.append(word)
+    return variables, rest
+
+
+async def _source(core: Core, turn: Turn, rest: list[str]) -> str:
+    """The text to work on: given, the whole thread, or the message before the command."""
+    if rest == ["thread"]:
+        return await _thread(core, turn)
+    if rest:
+        return " ".join(rest)
+    async with core.sessions() as session:
+        earlier = (
+            await session.scalars(
+                select(Message.text)
+                .where(
+                    Message.conversation_id == turn.conversation_id,
+                    Message.direction == "in",
+                    Message.id < turn.message_id,
+                )
+                .order_by(Message.id.desc())
+                .limit(20)
+            )
+        ).all()
+    for text in earlier:
+        if not is_command(text.strip()):
+            return text
+    raise WorkflowError(
+        "There is no message before this one to work on: add the text after the name."
+    )
+
+
+async def _thread(core: Core, turn: Turn) -> str:
+    async with core.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Message.direction, Message.text)
+                .where(
+                    Message.conversation_id == turn.conversation_id,
+                    Message.created_at >= turn.context_since,
+                    Message.id < turn.message_id,
+                )
+                .order_by(Message.id)
+            )
+        ).all()
+    lines = [f"{'Person' if d == 'in' else 'Assistant'}: {t}" for d, t in rows if not is_command(t)]
+    if not lines:
+        raise WorkflowError("This conversation has nothing to work on yet.")
+    return "\n".join(lines)
+
+
+async def _record(
+    core: Core,
+    turn: Turn,
+    name: str,
+    template: str,
+    action_id: int | None,
+    source: str,
+    completion: Any,
+    model: str,
+    error: str | None,
+) -> None:
+    async with core.sessions.begin() as session:
+        session.add(
+            PromptActionRun(
+                action_id=action_id,
+                name=name,
+                template=template,
+                conversation_id=turn.conversation_id,
+                input=source,
+                output=completion.text if completion else None,
+                model=completion.model if completion else model,
+                prompt_tokens=completion.prompt_tokens if completion else 0,
+                completion_tokens=completion.completion_tokens if completion else 0,
+                cost_usd=completion.cost_usd if completion else None,
+                status="error" if error else "ok",
+                error=error,
+            )
+        )
+
+
+def _temperature(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise WorkflowError(f"temperature must be a number from 0 to 2, got '{raw}'") from None
+    if not 0 <= value <= 2:
+        raise WorkflowError(f"temperature must be a number from 0 to 2, got '{raw}'")
+    return value
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
