@@ -16,12 +16,14 @@ from bot.config import Settings
 workflows_app = typer.Typer(help="Stored workflows: validate, import, export, versions.")
 runs_app = typer.Typer(help="Workflow runs.")
 templates_app = typer.Typer(help="Ready workflows to install.")
+secrets_app = typer.Typer(help="Credentials, stored encrypted (for workflow http nodes).")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(workflows_app, name="workflows", no_args_is_help=True)
     app.add_typer(runs_app, name="runs", no_args_is_help=True)
     app.add_typer(templates_app, name="templates", no_args_is_help=True)
+    app.add_typer(secrets_app, name="secrets", no_args_is_help=True)
     app.command("run")(run)
     app.command("test")(test)
 
@@ -341,3 +343,54 @@ def _with_session(work: Any) -> None:
             await work(session)
 
     run_async(go)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+@secrets_app.command("set")
+def secrets_set(name: str) -> None:
+    """Store a secret; the value is read from standard input (or asked for), never an argument."""
+    import sys
+
+    value = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else None
+    if value is None:
+        value = typer.prompt(f"Value for {name}", hide_input=True)
+    if not value:
+        typer.secho("error: the value is empty.", err=True, fg="red")
+        raise typer.Exit(2)
+    settings = _quiet()
+
+    async def work(session: Any) -> None:
+        from bot import credentials
+
+        await credentials.store(session, credentials.box(settings), name, value)
+        typer.echo(f"Stored the secret {name} (encrypted).")
+
+    _with_session(work)
+
+
+@secrets_app.command("list")
+def secrets_list() -> None:
+    """The names of the stored secrets (never their values)."""
+
+    async def work(session: Any) -> None:
+        from bot import credentials
+
+        for name in await credentials.names(session):
+            typer.echo(name)
+
+    _with_session(work)
+
+
+@secrets_app.command("delete")
+def secrets_delete(name: str) -> None:
+    """Forget a secret."""
+
+    async def work(session: Any) -> None:
+        from bot import credentials
+
+        found = await credentials.remove(session, name)
+        typer.echo(f"Deleted the secret {name}." if found else f"There is no secret called {name}.")
+
+    _with_session(work)

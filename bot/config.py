@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "ollama/llama3.2"
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     schedule_jitter: float = 5.0
     # Addresses (CIDR) workflow http nodes may call although they are internal.
     workflow_http_allow: list[str] = Field(default_factory=list)
+
+    # The key that encrypts stored secrets; default: `secret.key` in the home, made on first use.
+    secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
 

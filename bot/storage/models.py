@@ -300,3 +300,17 @@ class PromptActionRun(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
+
+
+class Secret(Base):
+    """A credential (an API token for a workflow's http node, a persona's provider key),
+    encrypted with the installation's key; the plain value is never stored or logged."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("scope", "name"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(96), default="global")
+    name: Mapped[str] = mapped_column(String(96))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

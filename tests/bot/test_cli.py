@@ -193,3 +193,13 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_secrets_are_set_from_standard_input_and_listed_by_name(
+    user_settings: Settings,
+) -> None:
+    stored = await switchboard(user_settings, "secrets", "set", "api_token", stdin="tok-123\n")
+    assert stored.returncode == 0, stored.stderr
+    assert stored.stdout.strip() == "Stored the secret api_token (encrypted)."
+    listed = await switchboard(user_settings, "secrets", "list")
+    assert listed.stdout.strip() == "api_token" and "tok-123" not in listed.stdout

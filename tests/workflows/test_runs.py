@@ -372,3 +372,54 @@ async def test_an_input_node_asks_and_the_next_message_is_the_answer(
     assert (await delivered(runtime))[-1].text == "Noted: fixed the login bug (from terminal:alice)"
     assert llm.requests == []  # the answer went to the run, not to the persona
     assert (await reply_to(runtime, "and now a normal chat")).text == "echo: and now a normal chat"
+
+
+SECURED = """
+name: secured
+inputs:
+  base: {type: string}
+nodes:
+  get: {type: http, url: "{{ base }}/private", auth: {secret: api_token}}
+output: "{{ get.body.token_seen }}"
+"""
+
+
+async def test_http_auth_comes_from_the_encrypted_secret_store(
+    runtime: Runtime, secured_api: str
+) -> None:
+    from bot import credentials
+    from bot.storage.models import Secret
+
+    runtime.core.settings.workflow_http_allow = ["127.0.0.0/8"]
+    await _save(runtime, SECURED)
+    await say(runtime, f"/run secured base={secured_api}")
+    await drain(runtime)
+    assert "There is no secret called 'api_token'" in (await delivered(runtime))[-1].text
+
+    cipher = credentials.box(runtime.core.settings)
+    async with runtime.core.sessions.begin() as session:
+        await credentials.store(session, cipher, "api_token", "s3cr3t-value")
+    async with runtime.core.sessions() as session:
+        stored = await session.scalar(select(Secret.ciphertext))
+    assert stored is not None and "s3cr3t" not in stored
+
+    await say(runtime, f"/run secured base={secured_api}")
+    await drain(runtime)
+    assert (await delivered(runtime))[-1].text.endswith("Bearer s3cr3t-value")
+    step = (await _steps(runtime, 2))["get"]
+    assert "s3cr3t" not in str(step.input)  # the run's record names the secret, never its value
+
+
+@pytest.fixture
+async def secured_api() -> AsyncIterator[str]:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"token_seen": request.headers.get("Authorization")})
+
+    app = web.Application()
+    app.router.add_get("/private", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()

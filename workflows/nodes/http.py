@@ -5,6 +5,7 @@ address is listed in SWITCHBOARD_WORKFLOW_HTTP_ALLOW."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import socket
@@ -24,8 +25,18 @@ MAX_BODY = 5 * 1024 * 1024
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class Auth(Params):
+    """Credentials from the secret store, named here and read only when the request is made,
+    so the value never appears in a run's recorded input."""
+
+    secret: str
+    scheme: Literal["bearer", "basic", "header"] = "bearer"
+    header: str = "X-Api-Key"  # for scheme: header
+
+
 class HTTPParams(Params):
     url: str
+    auth: Auth | None = None
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
@@ -48,19 +59,42 @@ class HTTP:
         host = _host(params.url)
         await resolver.resolve(host)  # refuse before connecting, with a clear message
         timeout = aiohttp.ClientTimeout(total=ctx.timeout)
+        headers = {**params.headers, **await _auth_headers(ctx, params.auth)}
         connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                return await _request(session, params)
+                return await _request(session, params, headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeFailed(f"{params.method} {params.url} failed: {exc}", retryable=True) from exc
 
 
-async def _request(session: aiohttp.ClientSession, params: HTTPParams) -> NodeResult:
+async def _auth_headers(ctx: NodeContext, auth: Auth | None) -> dict[str, str]:
+    if auth is None or ctx.core is None:
+        return {}
+    from bot import credentials
+    from bot.errors import UserFacingError
+
+    async with ctx.core.sessions() as session:
+        try:
+            value = await credentials.reveal(
+                session, credentials.box(ctx.core.settings), auth.secret
+            )
+        except UserFacingError as exc:
+            raise NodeFailed(exc.text) from exc
+    if auth.scheme == "bearer":
+        return {"Authorization": f"Bearer {value}"}
+    if auth.scheme == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(value.encode()).decode()}
+    return {auth.header: value}
+
+
+async def _request(
+    session: aiohttp.ClientSession, params: HTTPParams, headers: dict[str, str]
+) -> NodeResult:
     async with session.request(
         params.method,
         params.url,
-        headers=params.headers,
+        headers=headers,
         params=params.query,
         data=params.body,
         json=params.json_,
