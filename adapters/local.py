@@ -46,7 +46,7 @@ def stream_key(channel: str, chat: str) -> str:
 @dataclass(frozen=True)
 class StreamEntry:
     entry_id: str
-    kind: str  # "reply" | "delta"
+    kind: str  # "reply" | "delta" | "status"
     out: OutgoingMessage | None
     data: dict[str, Any]
 
@@ -77,6 +77,16 @@ class LocalStream:
         await self.redis.xadd(
             stream_key(self.channel, ref.chat),
             {"kind": "delta", "payload": payload},
+            maxlen=STREAM_LENGTH,
+            approximate=True,
+        )
+
+    async def status(self, ref: ConversationRef, key: str, text: str) -> None:
+        """A line the client shows once and replaces in place each time ``key`` comes again."""
+        payload = json.dumps({"key": key, "text": text})
+        await self.redis.xadd(
+            stream_key(self.channel, ref.chat),
+            {"kind": "status", "payload": payload},
             maxlen=STREAM_LENGTH,
             approximate=True,
         )

@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 
 class LiveText(Protocol):
-    """A channel that can show a reply while it is being written (optional capability)."""
+    """A channel that can show a reply while it is being written, and keep one status line
+    up to date in place (optional capability)."""
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
+
+    async def status(self, ref: ConversationRef, key: str, text: str) -> None: ...
 
 
 # Looks at a message before the persona does (an answer a workflow waits for); None: not mine.

@@ -35,6 +35,10 @@ Post = Callable[
     [RunState, str, str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]
 ]
 Wake = Callable[[RunState, datetime], Awaitable[None]]
+Progress = Callable[[RunState, str], Awaitable[None]]
+
+PROGRESS_AFTER = 5.0  # seconds into a run before the first progress line
+PROGRESS_EVERY = 10.0  # seconds between progress lines
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Engine:
     post: Post  # (run, node id, text, files, target) → a message in a conversation
     wake: Wake  # schedule the run to continue at a time (timers)
     workspace_root: Path
+    progress: Progress | None = None  # a long run's status line, updated in place
+    _last_progress: float = 0.0
 
     async def advance(self, run_id: int) -> RunState:
         run = await self.store.load(run_id)
@@ -63,6 +69,7 @@ class Engine:
                 break
             room = run.spec.limits.max_steps - run.step_count
             wave = ready[: min(run.spec.limits.max_parallel, room)]
+            await self._report(run, wave)
             await asyncio.gather(*(self._execute(run, node) for node in wave))
             failed = [s for s in run.steps.values() if s.status == "failed"]
             if failed:
@@ -78,6 +85,23 @@ class Engine:
                 await self._time_is_up(run, step, now)
         run.status, run.wait_until = "running", None
         await self.store.save_run(run)
+
+    async def _report(self, run: RunState, wave: list[NodeSpec]) -> None:
+        """Tell a long run's conversation where it is, at most every PROGRESS_EVERY seconds."""
+        if self.progress is None or run.started_at is None:
+            return
+        now = datetime.now(UTC)
+        elapsed = (now - run.started_at).total_seconds()
+        if elapsed < PROGRESS_AFTER or now.timestamp() - self._last_progress < PROGRESS_EVERY:
+            return
+        self._last_progress = now.timestamp()
+        done = sum(s.status in DONE_STEP for s in run.steps.values())
+        current = ", ".join(node.id for node in wave)
+        await self.progress(
+            run,
+            f"Run #{run.id} of {run.workflow}: {done}/{len(run.spec.nodes)} steps done, "
+            f"now {current} ({elapsed:.0f} s)",
+        )
 
     async def _time_is_up(self, run: RunState, step: StepState, now: datetime) -> None:
         """A timer ends well; an approval nobody gave in time fails its node."""

@@ -107,7 +107,19 @@ def engine(core: Core) -> Engine:
     ) -> None:
         await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
 
-    return Engine(core, store.PostgresRunStore(core.engine), post, wake, workspace_root(core))
+    async def progress(run: RunState, text: str) -> None:
+        channel = core.live.get(run.ref.channel) if run.ref else None
+        if channel is not None and run.ref is not None:
+            await channel.status(run.ref, f"run:{run.id}", text)
+
+    return Engine(
+        core,
+        store.PostgresRunStore(core.engine),
+        post,
+        wake,
+        workspace_root(core),
+        progress=progress,
+    )
 
 
 def workspace_root(core: Core) -> Path:

@@ -423,3 +423,26 @@ async def secured_api() -> AsyncIterator[str]:
     await site.start()
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     await runner.cleanup()
+
+
+async def test_a_long_run_keeps_one_status_line_up_to_date(runtime: Runtime) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from adapters.local import LocalStream
+
+    await _save(runtime, DRAFT)
+    run_id, _ = await runs.start(runtime.core, "draft", {"topic": "owls"}, trigger="shell", ref=REF)
+    async with runtime.core.sessions.begin() as session:  # as if it had been going a while
+        await session.execute(
+            update(WorkflowRun)
+            .where(WorkflowRun.id == run_id)
+            .values(status="running", started_at=datetime.now(UTC) - timedelta(minutes=2))
+        )
+    await drain(runtime)
+
+    entries = await LocalStream(runtime.redis, "terminal").history("alice")
+    statuses = [e.data for e in entries if e.kind == "status"]
+    assert statuses and statuses[0]["key"] == f"run:{run_id}"
+    assert statuses[0]["text"].startswith(f"Run #{run_id} of draft: 0/4 steps done, now write (")
