@@ -75,18 +75,17 @@ def persisted(runtime: Runtime, name: str) -> Once:
     core, engine = runtime.core, runs.engine(runtime.core)
 
     async def once() -> float:
-        async with core.sessions.begin() as session:
-            workflow, version = await store.find(session, name)
-            run_id = await store.create_run(
-                session,
-                workflow,
-                version,
-                inputs={},
-                trigger="shell",
-                ref=None,
-                conversation_id=None,
-                user_id=None,
-            )
+        current = await store.current(core.autocommit, name)
+        assert current is not None
+        run_id = await store.create_run(
+            core.autocommit,
+            current,
+            inputs={},
+            trigger="shell",
+            ref=None,
+            conversation_id=None,
+            user_id=None,
+        )
         started = time.perf_counter()
         run = await engine.advance(run_id)
         elapsed = time.perf_counter() - started

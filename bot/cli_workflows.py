@@ -240,7 +240,7 @@ async def _report(core: Any, run_id: int, timeout: float) -> str:
     from workflows.state import FINAL_RUN
     from workflows.store import PostgresRunStore
 
-    store = PostgresRunStore(core.engine)
+    store = PostgresRunStore(core.autocommit)
     deadline = time.monotonic() + timeout
     while (run := await store.load(run_id)).status not in (*FINAL_RUN, "waiting"):
         if time.monotonic() > deadline:

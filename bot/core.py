@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -48,6 +49,11 @@ class Core:
     live: Mapping[str, LiveText] = field(default_factory=dict)
     interceptors: list[Interceptor] = field(default_factory=list)
     _llm: LLMGateway | None = None
+
+    @functools.cached_property
+    def autocommit(self) -> AsyncEngine:
+        """The same pool, each statement its own transaction: one round trip, no BEGIN."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def llm(self) -> LLMGateway:

@@ -49,7 +49,6 @@ class Engine:
     wake: Wake  # schedule the run to continue at a time (timers)
     workspace_root: Path
     progress: Progress | None = None  # a long run's status line, updated in place
-    _last_progress: float = 0.0
 
     async def advance(self, run_id: int) -> RunState:
         run = await self.store.load(run_id)
@@ -70,6 +69,8 @@ class Engine:
             room = run.spec.limits.max_steps - run.step_count
             wave = ready[: min(run.spec.limits.max_parallel, room)]
             await self._report(run, wave)
+            if run.unsaved and not all(NODE_TYPES[n.type].pure for n in wave):
+                await self._save_run(run)
             await asyncio.gather(*(self._execute(run, node) for node in wave))
             failed = [s for s in run.steps.values() if s.status == "failed"]
             if failed:
@@ -84,6 +85,10 @@ class Engine:
             if step.status == "waiting" and step.wait_until is not None and step.wait_until <= now:
                 await self._time_is_up(run, step, now)
         run.status, run.wait_until = "running", None
+        run.unsaved = True  # written with the first node that has effects, or at the end
+
+    async def _save_run(self, run: RunState) -> None:
+        run.unsaved = False
         await self.store.save_run(run)
 
     async def _report(self, run: RunState, wave: list[NodeSpec]) -> None:
@@ -92,9 +97,9 @@ class Engine:
             return
         now = datetime.now(UTC)
         elapsed = (now - run.started_at).total_seconds()
-        if elapsed < PROGRESS_AFTER or now.timestamp() - self._last_progress < PROGRESS_EVERY:
+        if elapsed < PROGRESS_AFTER or now.timestamp() - run.last_progress < PROGRESS_EVERY:
             return
-        self._last_progress = now.timestamp()
+        run.last_progress = now.timestamp()
         done = sum(s.status in DONE_STEP for s in run.steps.values())
         current = ", ".join(node.id for node in wave)
         await self.progress(
@@ -131,7 +136,7 @@ class Engine:
             run.status = "waiting"
             due = [s.wait_until for s in waiting if s.wait_until is not None]
             run.wait_until = min(due) if due else None
-            await self.store.save_run(run)
+            await self._save_run(run)
             if run.wait_until is not None:
                 await self.wake(run, run.wait_until)
             return
@@ -147,12 +152,12 @@ class Engine:
             await self._fail(run, None, f"output: {exc.text}")
             return
         run.status, run.finished_at = "succeeded", datetime.now(UTC)
-        await self.store.save_run(run)
+        await self._save_run(run)
 
     async def _fail(self, run: RunState, node_id: str | None, error: str) -> None:
         run.status, run.failed_node, run.error = "failed", node_id, error
         run.finished_at = datetime.now(UTC)
-        await self.store.save_run(run)
+        await self._save_run(run)
 
     # --- one node -------------------------------------------------------------------------
 

@@ -40,26 +40,28 @@ async def start(
     user_id: int | None = None,
 ) -> tuple[int, str]:
     """Create a run of the current version and queue it; returns (run id, workflow name)."""
-    async with core.sessions.begin() as session:
-        workflow, version = await store.find(session, name)
-        if not workflow.enabled:
-            raise WorkflowError(f"The workflow '{workflow.name}' is turned off.")
-        spec = store.spec_of(version.source)
-        if trigger == "command":
+    current = await store.current(core.autocommit, name)
+    if current is None:
+        async with core.sessions() as session:
+            await store.find(session, name)  # raises, naming the closest workflow
+        raise AssertionError("unreachable: find raises for an unknown workflow")
+    if not current.enabled:
+        raise WorkflowError(f"The workflow '{current.name}' is turned off.")
+    spec = store.spec_of(current.source)
+    if trigger == "command":
+        async with core.sessions() as session:
             await check_allowed(session, spec, user_id, ref)
-        inputs = resolve(spec, given)
-        run_id = await store.create_run(
-            session,
-            workflow,
-            version,
-            inputs=inputs,
-            trigger=trigger,
-            ref=ref,
-            conversation_id=conversation_id,
-            user_id=user_id,
-        )
+    run_id = await store.create_run(
+        core.autocommit,
+        current,
+        inputs=resolve(spec, given),
+        trigger=trigger,
+        ref=ref,
+        conversation_id=conversation_id,
+        user_id=user_id,
+    )
     await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
-    return run_id, workflow.name
+    return run_id, current.name
 
 
 async def check_allowed(
@@ -114,7 +116,7 @@ def engine(core: Core) -> Engine:
 
     return Engine(
         core,
-        store.PostgresRunStore(core.engine),
+        store.PostgresRunStore(core.autocommit),
         post,
         wake,
         workspace_root(core),
@@ -225,7 +227,7 @@ async def retry(core: Core, run_id: int) -> str:
 async def describe(core: Core, run_id: int, *, detail: bool = False) -> str:
     """The run as a person reads it: each node's status, timing, tokens and cost (and with
     ``detail``, what went in and came out)."""
-    run = await store.PostgresRunStore(core.engine).load(run_id)
+    run = await store.PostgresRunStore(core.autocommit).load(run_id)
     lines = [
         f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
         _usage_line(run),

@@ -56,6 +56,9 @@ class RunState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
+    # Kept in memory only, while one worker advances the run:
+    unsaved: bool = False  # its status changed and is not written yet
+    last_progress: float = 0.0  # when its status line was last updated (epoch seconds)
 
     def add_usage(self, step: StepState) -> None:
         self.prompt_tokens += step.prompt_tokens

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import JSON, bindparam, func, literal_column, select, text, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -146,10 +146,39 @@ async def diff(session: AsyncSession, name: str, old: int, new: int) -> str:
 # --- runs ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Current:
+    """A workflow's current version, as a run needs it."""
+
+    workflow_id: int
+    version_id: int
+    name: str
+    enabled: bool
+    source: str
+
+
+async def current(engine: AsyncEngine, name: str) -> Current | None:
+    """The workflow called ``name`` (or started by ``/name``), in one query (pass an
+    autocommit engine: Core.autocommit)."""
+    query = (
+        select(
+            Workflow.id, WorkflowVersion.id, Workflow.name, Workflow.enabled, WorkflowVersion.source
+        )
+        .join(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id)
+            & (WorkflowVersion.version == Workflow.version),
+        )
+        .where((Workflow.name == name) | (Workflow.command == f"/{name}"))
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return Current(*row) if row is not None else None
+
+
 async def create_run(
-    session: AsyncSession,
-    workflow: Workflow,
-    version: WorkflowVersion,
+    engine: AsyncEngine,
+    workflow: Current,
     *,
     inputs: dict[str, Any],
     trigger: str,
@@ -157,19 +186,23 @@ async def create_run(
     conversation_id: int | None,
     user_id: int | None,
 ) -> int:
-    run = WorkflowRun(
-        workflow_id=workflow.id,
-        version_id=version.id,
-        status="queued",
-        trigger=trigger,
-        inputs=inputs,
-        ref=ref.to_dict() if ref else None,
-        conversation_id=conversation_id,
-        started_by=user_id,
-    )
-    session.add(run)
-    await session.flush()
-    return run.id
+    async with engine.connect() as conn:
+        run_id = await conn.scalar(
+            insert(WorkflowRun)
+            .values(
+                workflow_id=workflow.workflow_id,
+                version_id=workflow.version_id,
+                status="queued",
+                trigger=trigger,
+                inputs=inputs,
+                ref=ref.to_dict() if ref else None,
+                conversation_id=conversation_id,
+                started_by=user_id,
+            )
+            .returning(WorkflowRun.id)
+        )
+    assert run_id is not None
+    return int(run_id)
 
 
 class PostgresRunStore:
@@ -180,30 +213,15 @@ class PostgresRunStore:
     """
 
     def __init__(self, engine: AsyncEngine, *, writers: int = 8) -> None:
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine  # an autocommit engine (Core.autocommit)
         self.writers = asyncio.Semaphore(writers)
 
     async def load(self, run_id: int) -> RunState:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        WorkflowRun.__table__,
-                        WorkflowVersion.version,
-                        WorkflowVersion.source,
-                        Workflow.name,
-                    )
-                    .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
-                    .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
-                    .where(WorkflowRun.id == run_id)
-                )
-            ).one_or_none()
-            if row is None:
-                raise WorkflowError(f"There is no run #{run_id}.")
-            steps = (
-                await conn.execute(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
-            ).all()
-        return _state(row, spec_of(row.source), list(steps))
+            row = (await conn.execute(_LOAD, {"run_id": run_id})).one_or_none()
+        if row is None:
+            raise WorkflowError(f"There is no run #{run_id}.")
+        return _state(row, spec_of(row.source), [_step(s) for s in row.step_rows])
 
     async def save_run(self, run: RunState) -> None:
         values = {name: getattr(run, name) for name in _RUN_FIELDS}
@@ -248,6 +266,36 @@ _STEP_FIELDS = (
 )
 
 
+# The run, its version and its steps in one round trip (steps as a JSON array of rows).
+_STEP_ROWS = (
+    select(func.coalesce(func.json_agg(literal_column("workflow_steps")), text("'[]'::json")))
+    .select_from(WorkflowStep)
+    .where(WorkflowStep.run_id == WorkflowRun.id)
+    .scalar_subquery()
+)
+_LOAD = (
+    select(
+        WorkflowRun.__table__,
+        WorkflowVersion.version,
+        WorkflowVersion.source,
+        Workflow.name,
+        type_coerce(_STEP_ROWS, JSON).label("step_rows"),
+    )
+    .join(WorkflowVersion, WorkflowVersion.id == WorkflowRun.version_id)
+    .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+    .where(WorkflowRun.id == bindparam("run_id"))
+)
+_TIMES = ("wait_until", "started_at", "finished_at")
+
+
+def _step(row: dict[str, Any]) -> StepState:
+    values = {name: row[name] for name in _STEP_FIELDS}
+    for name in _TIMES:
+        if values[name] is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    return StepState(row["node_id"], **values)
+
+
 _SAVE_RUN = (
     update(WorkflowRun)
     .where(
@@ -281,7 +329,7 @@ def spec_of(source: str) -> WorkflowSpec:
     return spec
 
 
-def _state(run: Any, spec: WorkflowSpec, steps: list[Any]) -> RunState:
+def _state(run: Any, spec: WorkflowSpec, steps: list[StepState]) -> RunState:
     """A run from its row (joined with its version's number and its workflow's name)."""
     return RunState(
         id=run.id,
@@ -303,8 +351,5 @@ def _state(run: Any, spec: WorkflowSpec, steps: list[Any]) -> RunState:
         wait_until=run.wait_until,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        steps={
-            s.node_id: StepState(s.node_id, **{n: getattr(s, n) for n in _STEP_FIELDS})
-            for s in steps
-        },
+        steps={step.node_id: step for step in steps},
     )
