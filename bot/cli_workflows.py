@@ -82,15 +82,17 @@ def export(
 
 @workflows_app.command("list")
 def list_() -> None:
-    """The stored workflows, one per line."""
-    from sqlalchemy import select
-
-    from bot.storage.models import Workflow
+    """The stored workflows, one per line, with their runs, tokens and cost so far."""
+    from workflows import store
 
     async def work(session: Any) -> None:
-        for row in await session.scalars(select(Workflow).order_by(Workflow.name)):
-            command = f" {row.command}" if row.command else ""
-            typer.echo(f"{row.name}{command} (version {row.version})")
+        for total in await store.totals(session):
+            command = f" {total.command}" if total.command else ""
+            cost = "no price known" if total.cost_usd is None else f"${total.cost_usd:.4f}"
+            typer.echo(
+                f"{total.name}{command} (version {total.version}): {total.runs} runs, "
+                f"{total.tokens:,} tokens, {cost}"
+            )
 
     _with_session(work)
 

@@ -106,6 +106,34 @@ async def find(session: AsyncSession, name: str) -> tuple[Workflow, WorkflowVers
     return workflow, version
 
 
+@dataclass(frozen=True)
+class Totals:
+    name: str
+    command: str | None
+    version: int
+    runs: int
+    tokens: int
+    cost_usd: float | None
+
+
+async def totals(session: AsyncSession) -> list[Totals]:
+    """Every workflow with its runs, tokens and cost summed over all its runs."""
+    rows = await session.execute(
+        select(
+            Workflow.name,
+            Workflow.command,
+            Workflow.version,
+            func.count(WorkflowRun.id),
+            func.coalesce(func.sum(WorkflowRun.prompt_tokens + WorkflowRun.completion_tokens), 0),
+            func.sum(WorkflowRun.cost_usd),
+        )
+        .outerjoin(WorkflowRun, WorkflowRun.workflow_id == Workflow.id)
+        .group_by(Workflow.id)
+        .order_by(Workflow.name)
+    )
+    return [Totals(*row) for row in rows]
+
+
 async def rotate_webhook_secret(session: AsyncSession, name: str) -> str:
     """A new webhook secret for ``name`` (the old one stops working); shown only now."""
     from workflows.webhook import new_secret

@@ -203,3 +203,48 @@ async def test_secrets_are_set_from_standard_input_and_listed_by_name(
     assert stored.stdout.strip() == "Stored the secret api_token (encrypted)."
     listed = await switchboard(user_settings, "secrets", "list")
     assert listed.stdout.strip() == "api_token" and "tok-123" not in listed.stdout
+
+
+GREET = """name: greet
+inputs:
+  who: {type: string, default: world, description: whom to greet}
+nodes:
+  hello: {type: template, text: "Hello, {{ who }}!"}
+output: "{{ hello }}"
+tests:
+  - name: greets the world
+    expect: {output: "Hello, world!"}
+"""
+
+
+async def test_workflows_from_the_shell(user_settings: Settings, tmp_path: Path) -> None:
+    good = tmp_path / "greet.yaml"
+    good.write_text(GREET)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GREET.replace("{{ who }}", "{{ whom }}"))
+
+    assert (await switchboard(user_settings, "workflows", "validate", str(good))).returncode == 0
+    refused = await switchboard(user_settings, "workflows", "validate", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:5: nodes.hello.text: unknown variable 'whom' — did you mean 'who'?" in (
+        refused.stderr
+    )
+    tested = await switchboard(user_settings, "test", str(good))
+    assert tested.returncode == 0 and "PASS greet: greets the world" in tested.stdout
+
+    assert (await switchboard(user_settings, "workflows", "import", str(good))).stdout.strip() == (
+        "greet: version 1"
+    )
+    ran = await switchboard(user_settings, "run", "greet", "-i", "who=Ada")
+    assert ran.returncode == 0 and ran.stdout.strip() == "Hello, Ada!"
+    listed = await switchboard(user_settings, "workflows", "list")
+    assert listed.stdout.strip() == "greet (version 1): 1 runs, 0 tokens, no price known"
+
+
+async def test_templates_list_prints_one_name_per_line(user_settings: Settings) -> None:
+    from workflows.templates import available
+
+    listed = await switchboard(user_settings, "templates", "list")
+    assert listed.stdout.split() == [t.name for t in available()]
+    tested = await switchboard(user_settings, "test", "translate")
+    assert tested.returncode == 0 and " 0 failed" in tested.stdout
