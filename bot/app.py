@@ -239,6 +239,17 @@ class LocalChat:
         status = await message_status(self.core, received.message_id)
         return ChatOutcome(reply.text, status != "failed", saved)
 
+    async def unprompted(self) -> AsyncIterator[str]:
+        """Replies that answer no message of ours (workflow posts) and status lines."""
+        after = await self.terminal.mark()
+        while True:
+            for entry in await self.terminal.stream.read(self.terminal.user, after, 5_000):
+                after = entry.entry_id
+                if entry.out is not None and entry.out.in_reply_to is None:
+                    yield entry.out.text
+                elif entry.kind == "status":
+                    yield str(entry.data["text"])
+
     def _save(self, filename: str, data: bytes) -> str:
         path = self.save_dir / filename
         path.write_bytes(data)

@@ -109,14 +109,24 @@ async def _converse(chat: LocalChat, message: str | None) -> bool:
     if message is not None:
         return await _one(chat, message)
     typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
-    while True:
-        try:
-            line = await asyncio.to_thread(input, "you> ")
-        except EOFError:
-            typer.echo("")
-            return True
-        if line.strip():
-            await _one(chat, line)
+    tail = asyncio.create_task(_show_unprompted(chat), name="switchboard-tail")
+    try:
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                typer.echo("")
+                return True
+            if line.strip():
+                await _one(chat, line)
+    finally:
+        tail.cancel()
+
+
+async def _show_unprompted(chat: LocalChat) -> None:
+    """Messages nobody waits for (a workflow's result, a reminder) shown as they arrive."""
+    async for text in chat.unprompted():
+        typer.echo(f"\n{text}\nyou> ", nl=False)
 
 
 async def _one(chat: LocalChat, text: str) -> bool:
