@@ -73,20 +73,17 @@ class LocalStream:
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
         """A piece of a reply still being written; the final reply still comes by ``send``."""
-        payload = json.dumps({"in_reply_to": in_reply_to, "text": text})
-        await self.redis.xadd(
-            stream_key(self.channel, ref.chat),
-            {"kind": "delta", "payload": payload},
-            maxlen=STREAM_LENGTH,
-            approximate=True,
-        )
+        await self._event(ref, "delta", {"in_reply_to": in_reply_to, "text": text})
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
         """A line the client shows once and replaces in place each time ``key`` comes again."""
-        payload = json.dumps({"key": key, "text": text})
+        await self._event(ref, "status", {"key": key, "text": text})
+
+    async def _event(self, ref: ConversationRef, kind: str, data: dict[str, Any]) -> None:
+        """Something passing (progress, a partial reply): written at most once, never retried."""
         await self.redis.xadd(
             stream_key(self.channel, ref.chat),
-            {"kind": "status", "payload": payload},
+            {"kind": kind, "payload": json.dumps(data)},
             maxlen=STREAM_LENGTH,
             approximate=True,
         )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.names import check_name
+
 LIBRARY = Path(__file__).parent / "library"
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 class PersonaSpecError(ValueError):
@@ -33,9 +33,7 @@ class PersonaSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError("use lowercase letters, digits, '-' or '_', starting with a letter")
-        return value
+        return check_name(value)
 
 
 def load_file(path: Path) -> PersonaSpec:

@@ -7,7 +7,9 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 
+from aiohttp import web
 from sqlalchemy import func, select
 
 from adapters.local import LocalStream
@@ -109,3 +111,17 @@ async def count(runtime: Runtime, *where: object) -> int:
 async def outbox_rows(runtime: Runtime) -> list[Outbox]:
     async with runtime.core.sessions() as session:
         return list((await session.scalars(select(Outbox).order_by(Outbox.id))).all())
+
+
+@contextlib.asynccontextmanager
+async def serve(*routes: web.RouteDef) -> AsyncIterator[str]:
+    """A small HTTP server on loopback (an API a workflow calls); yields its base URL."""
+    app = web.Application()
+    app.router.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -8,7 +8,6 @@ input, output, model, tokens, cost and status.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +16,13 @@ from sqlalchemy.dialects.postgresql import insert
 
 from bot.core import Core
 from bot.errors import UserFacingError
+from bot.names import NAME
 from bot.router import is_command
 from bot.storage.models import Message, PromptAction, PromptActionRun
 from bot.turns import Turn
 from workflows.errors import WorkflowError
 from workflows.expressions import names_used, render, unsafe_attributes
 
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 VARIABLES = ("text", "thread")
 
 

@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+from bot.names import check_name
+
 NODE_ID = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
 NODE_KEYS = ("type", "needs", "when", "description")
@@ -128,9 +129,7 @@ class WorkflowSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError("use lowercase letters, digits, '-' or '_', starting with a letter")
-        return value
+        return check_name(value)
 
     @field_validator("command")
     @classmethod

@@ -16,7 +16,7 @@ from bot.conversation import receive
 from bot.messages import ConversationRef
 from bot.storage.models import WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
-from tests.support import REF, delivered, drain, incoming, reply_to, say
+from tests.support import REF, delivered, drain, incoming, reply_to, say, serve
 from workflows import runs, store
 from workflows.errors import WorkflowError
 
@@ -176,14 +176,8 @@ async def api() -> AsyncIterator[str]:
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"path": request.path, "q": request.query.get("q")})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve(web.get("/{tail:.*}", answer)) as url:
+        yield url
 
 
 FETCH = """
@@ -415,14 +409,8 @@ async def secured_api() -> AsyncIterator[str]:
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"token_seen": request.headers.get("Authorization")})
 
-    app = web.Application()
-    app.router.add_get("/private", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve(web.get("/private", answer)) as url:
+        yield url
 
 
 async def test_a_long_run_keeps_one_status_line_up_to_date(runtime: Runtime) -> None:
