@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-CHANNELS = ("slack", "discord", "telegram", "email", "web", "terminal")
-
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 

@@ -74,11 +74,6 @@ def names_used(value: Any) -> set[str]:
     return set()
 
 
-def expression_names(expression: str) -> set[str]:
-    match = _WHOLE.match(expression)
-    return names_used("{{ " + (match.group("expr") if match else expression) + " }}")
-
-
 def parse(template: str) -> nodes.Template:
     try:
         return ENV.parse(template)

@@ -22,8 +22,6 @@ from workflows.spec import WorkflowSpec
 from workflows.state import RunState, StepState
 from workflows.validate import load
 
-LIBRARY = Path(__file__).parent / "library"
-
 
 @dataclass(frozen=True)
 class Saved:
