@@ -4,11 +4,13 @@ arq marks a started job with an in-progress key that lives for the longest job t
 plus 10 s, and leaves the job in the queue until it finishes. A worker killed mid-job
 leaves that key behind, and its jobs wait it out: minutes, for model calls.
 
-Each worker here keeps a short-lived heartbeat and the set of jobs it runs. On every
-heartbeat a worker also looks at this queue's started jobs: one that no live worker claims,
-seen unclaimed on two looks at least ``GRACE`` apart (a job is claimed a moment after arq
-starts it), belonged to a dead worker. Clearing its in-progress key lets the next poll of
-any live worker start it again; the job functions are idempotent, so a rerun is safe.
+Each worker keeps a short-lived heartbeat, and with each beat publishes the set of jobs it
+runs (kept in memory between beats, so a job costs no Redis round trip of its own). On
+every heartbeat a worker also looks at this queue's started jobs: one that no live worker
+claims, seen unclaimed on two looks at least ``GRACE`` apart (longer than a beat, so a job
+started just after one has been published by the next), belonged to a dead worker.
+Clearing its in-progress key lets the next poll of any live worker start it again; the job
+functions are idempotent, so a rerun is safe.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "switchboard:worker:"
 HEARTBEAT_SECONDS = 6
-GRACE = 4.0
+GRACE = 5.0
 
 
 def _text(value: Any) -> str:
@@ -39,6 +41,7 @@ class Liveness:
         self.queue_name = queue_name
         self.worker_id = uuid.uuid4().hex
         self.interval = interval
+        self.running: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -60,14 +63,20 @@ class Liveness:
                 await self._task
         await self.redis.delete(self.heartbeat_key, self.jobs_key)
 
-    async def job_started(self, job_id: str) -> None:
-        await self.redis.sadd(self.jobs_key, job_id)
+    def job_started(self, job_id: str) -> None:
+        self.running.add(job_id)
 
-    async def job_ended(self, job_id: str) -> None:
-        await self.redis.srem(self.jobs_key, job_id)
+    def job_ended(self, job_id: str) -> None:
+        self.running.discard(job_id)
 
     async def _beat(self) -> None:
-        await self.redis.set(self.heartbeat_key, "1", ex=HEARTBEAT_SECONDS)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.heartbeat_key, "1", ex=HEARTBEAT_SECONDS)
+            pipe.delete(self.jobs_key)
+            if self.running:
+                pipe.sadd(self.jobs_key, *self.running)
+                pipe.expire(self.jobs_key, HEARTBEAT_SECONDS * 10)
+            await pipe.execute()
 
     async def _beat_forever(self) -> None:
         while True:

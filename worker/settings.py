@@ -42,10 +42,10 @@ def build_worker(
         await ctx["liveness"].stop()
 
     async def on_job_start(ctx: dict[str, Any]) -> None:
-        await ctx["liveness"].job_started(ctx["job_id"])
+        ctx["liveness"].job_started(ctx["job_id"])
 
     async def after_job_end(ctx: dict[str, Any]) -> None:
-        await ctx["liveness"].job_ended(ctx["job_id"])
+        ctx["liveness"].job_ended(ctx["job_id"])
 
     return Worker(
         functions=[

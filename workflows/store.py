@@ -186,20 +186,22 @@ class Current:
 async def current(engine: AsyncEngine, name: str) -> Current | None:
     """The workflow called ``name`` (or started by ``/name``), in one query (pass an
     autocommit engine: Core.autocommit)."""
-    query = (
-        select(
-            Workflow.id, WorkflowVersion.id, Workflow.name, Workflow.enabled, WorkflowVersion.source
-        )
-        .join(
-            WorkflowVersion,
-            (WorkflowVersion.workflow_id == Workflow.id)
-            & (WorkflowVersion.version == Workflow.version),
-        )
-        .where((Workflow.name == name) | (Workflow.command == f"/{name}"))
-    )
     async with engine.connect() as conn:
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(_CURRENT, {"name": name, "command": f"/{name}"})).first()
     return Current(*row) if row is not None else None
+
+
+# Built once: starting a run is a hot path (schedules, webhooks, bursts of commands).
+_CURRENT = (
+    select(Workflow.id, WorkflowVersion.id, Workflow.name, Workflow.enabled, WorkflowVersion.source)
+    .join(
+        WorkflowVersion,
+        (WorkflowVersion.workflow_id == Workflow.id)
+        & (WorkflowVersion.version == Workflow.version),
+    )
+    .where((Workflow.name == bindparam("name")) | (Workflow.command == bindparam("command")))
+)
+_CREATE_RUN = insert(WorkflowRun).returning(WorkflowRun.id)
 
 
 async def create_run(
@@ -212,21 +214,18 @@ async def create_run(
     conversation_id: int | None,
     user_id: int | None,
 ) -> int:
+    values = {
+        "workflow_id": workflow.workflow_id,
+        "version_id": workflow.version_id,
+        "status": "queued",
+        "trigger": trigger,
+        "inputs": inputs,
+        "ref": ref.to_dict() if ref else None,
+        "conversation_id": conversation_id,
+        "started_by": user_id,
+    }
     async with engine.connect() as conn:
-        run_id = await conn.scalar(
-            insert(WorkflowRun)
-            .values(
-                workflow_id=workflow.workflow_id,
-                version_id=workflow.version_id,
-                status="queued",
-                trigger=trigger,
-                inputs=inputs,
-                ref=ref.to_dict() if ref else None,
-                conversation_id=conversation_id,
-                started_by=user_id,
-            )
-            .returning(WorkflowRun.id)
-        )
+        run_id = await conn.scalar(_CREATE_RUN, values)
     assert run_id is not None
     return int(run_id)
 
