@@ -113,6 +113,7 @@ async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIt
         runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
     )
     task = asyncio.create_task(worker.async_run(), name="switchboard-worker")
+    task.add_done_callback(_worker_ended)
     try:
         yield worker
     finally:
@@ -122,6 +123,14 @@ async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIt
             await task
         with contextlib.suppress(asyncio.CancelledError):
             await worker.close()
+
+
+def _worker_ended(task: asyncio.Task[None]) -> None:
+    """An in-process worker that stops by itself is a fault: say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the in-process worker stopped: %r; messages wait for another worker", task.exception()
+        )
 
 
 FINISH_JOBS_SECONDS = 10.0
