@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from bot.commands import conversation_messages
 from bot.core import Core
 from bot.errors import UserFacingError
 from bot.names import NAME
 from bot.router import is_command
 from bot.storage.models import Message, PromptAction, PromptActionRun
 from bot.turns import Turn
+from personas.responder import chat_history
 from workflows.errors import WorkflowError
 from workflows.expressions import names_used, render, unsafe_attributes
 
@@ -180,19 +182,9 @@ async def _source(core: Core, turn: Turn, rest: list[str]) -> str:
 
 
 async def _thread(core: Core, turn: Turn) -> str:
-    async with core.sessions() as session:
-        rows = (
-            await session.execute(
-                select(Message.direction, Message.text)
-                .where(
-                    Message.conversation_id == turn.conversation_id,
-                    Message.created_at >= turn.context_since,
-                    Message.id < turn.message_id,
-                )
-                .order_by(Message.id)
-            )
-        ).all()
-    lines = [f"{'Person' if d == 'in' else 'Assistant'}: {t}" for d, t in rows if not is_command(t)]
+    """The talk since the last /new, as the persona sees it (commands and their replies out)."""
+    rows = chat_history(await conversation_messages(core, turn, since=turn.context_since))
+    lines = [f"{'Person' if r.direction == 'in' else 'Assistant'}: {r.text}" for r in rows]
     if not lines:
         raise WorkflowError("This conversation has nothing to work on yet.")
     return "\n".join(lines)

@@ -311,29 +311,18 @@ async def decide(
 ) -> str:
     """/approve or /reject: settle the run's waiting approval and let it go on."""
     async with core.sessions.begin() as session:
-        step = await session.scalar(
-            select(WorkflowStep)
-            .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
-            .where(
-                WorkflowStep.run_id == run_id,
-                WorkflowStep.status == "waiting",
-                WorkflowRun.status == "waiting",
-            )
-            .with_for_update()
+        step = await _waiting_step(
+            session, "approval", WorkflowStep.run_id == run_id, skip_locked=False
         )
-        if step is None or not isinstance(step.output, dict) or "approvers" not in step.output:
+        if step is None:
             raise WorkflowError(f"Run #{run_id} is not waiting for an approval.")
         role, accounts = await _who(session, user_id)
-        allowed = set(step.output["approvers"])
-        if allowed and not (allowed & (accounts | {f"role:{role}"})):
+        allowed = set((step.output or {}).get("approvers") or ())
+        if allowed and not allowed & (accounts | {f"role:{role}"}):
             raise WorkflowError(f"Only {', '.join(sorted(allowed))} may decide on run #{run_id}.")
         by = sorted(accounts)[0] if accounts else "someone"
-        step.output = {"approved": approved, "by": by, "note": note}
-        step.status, step.finished_at = "succeeded", datetime.now(UTC)
-        await session.execute(
-            update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="running")
-        )
-    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, step.id + 1_000_000))
+        await _settle(session, step, {"approved": approved, "by": by, "note": note})
+    await _resume(core, step)
     verdict = "Approved" if approved else "Rejected"
     return f"{verdict} run #{run_id}; it goes on now."
 
@@ -341,30 +330,49 @@ async def decide(
 async def take_answer(core: Core, turn: Turn) -> Reply | None:
     """A message in a conversation where a run waits for an answer is that answer."""
     async with core.sessions.begin() as session:
-        step = await session.scalar(
-            select(WorkflowStep)
-            .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
-            .where(
-                WorkflowRun.status == "waiting",
-                WorkflowStep.status == "waiting",
-                WorkflowStep.output["kind"].astext == "input",
-                WorkflowStep.output["conversation_id"].as_integer() == turn.conversation_id,
-            )
-            .order_by(WorkflowStep.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+        here = WorkflowStep.output["conversation_id"].as_integer() == turn.conversation_id
+        step = await _waiting_step(session, "input", here, skip_locked=True)
         if step is None:
             return None
         _, accounts = await _who(session, turn.user_id)
         allowed = set((step.output or {}).get("from") or ())
         if allowed and not allowed & accounts:
             return None  # not the person asked: the message goes to the persona as usual
-        step.output = {"answer": turn.text, "by": sorted(accounts)[0] if accounts else None}
-        step.status, step.finished_at = "succeeded", datetime.now(UTC)
-        run_id = step.run_id
-        await session.execute(
-            update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="running")
+        by = sorted(accounts)[0] if accounts else None
+        await _settle(session, step, {"answer": turn.text, "by": by})
+    await _resume(core, step)
+    return Reply(f"Thanks, run #{step.run_id} goes on with your answer.")
+
+
+async def _waiting_step(
+    session: AsyncSession, kind: str, where: Any, *, skip_locked: bool
+) -> WorkflowStep | None:
+    """The oldest step of a waiting run that waits for a person (an approval, an answer)."""
+    return await session.scalar(
+        select(WorkflowStep)
+        .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
+        .where(
+            WorkflowRun.status == "waiting",
+            WorkflowStep.status == "waiting",
+            WorkflowStep.output["kind"].astext == kind,
+            where,
         )
-    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id, step.id + 2_000_000))
-    return Reply(f"Thanks, run #{run_id} goes on with your answer.")
+        .order_by(WorkflowStep.id)
+        .limit(1)
+        .with_for_update(skip_locked=skip_locked)
+    )
+
+
+async def _settle(session: AsyncSession, step: WorkflowStep, output: dict[str, Any]) -> None:
+    step.output = output
+    step.status, step.finished_at = "succeeded", datetime.now(UTC)
+    await session.execute(
+        update(WorkflowRun).where(WorkflowRun.id == step.run_id).values(status="running")
+    )
+
+
+async def _resume(core: Core, step: WorkflowStep) -> None:
+    """After the commit: a job that continues the run past the settled step."""
+    await core.queue.enqueue(
+        RUN_WORKFLOW, step.run_id, job_id=f"{run_job_id(step.run_id)}:step{step.id}"
+    )

@@ -37,7 +37,7 @@ class Approval:
             None,
         )
         return NodeResult(
-            output={"approvers": params.approvers},
+            output={"kind": "approval", "approvers": params.approvers},
             wait_until=datetime.now(UTC) + timedelta(seconds=params.timeout),
             waiting_for="approval",
         )
