@@ -81,7 +81,9 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
 
 
 async def prepare_storage(core: Core) -> None:
-    await db.upgrade(core.engine)
+    # Every `switchboard chat` comes here: load alembic only when there is something to do.
+    if await db.current_revision(core.engine) != db.head_revision():
+        await db.upgrade(core.engine)
     config_dir = core.settings.resolved_config_dir
     async with core.sessions.begin() as session:
         loaded, problems = await store.sync(session, config_dir)

@@ -43,8 +43,7 @@ async def start(
     current = await store.current(core.autocommit, name)
     if current is None:
         async with core.sessions() as session:
-            await store.find(session, name)  # raises, naming the closest workflow
-        raise AssertionError("unreachable: find raises for an unknown workflow")
+            raise await store.unknown(session, name)
     if not current.enabled:
         raise WorkflowError(f"The workflow '{current.name}' is turned off.")
     spec = store.spec_of(current.source)

@@ -88,17 +88,22 @@ async def sync(session: AsyncSession, config_dir: Path) -> tuple[list[str], list
     return saved, problems
 
 
+async def unknown(session: AsyncSession, name: str) -> WorkflowError:
+    """The refusal for a name no workflow has, naming the closest one."""
+    known = list((await session.scalars(select(Workflow.name).order_by(Workflow.name))).all())
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    listing = ", ".join(known) or "none yet (see /templates)"
+    return WorkflowError(f"There is no workflow called '{name}'.{hint} Workflows: {listing}.")
+
+
 async def find(session: AsyncSession, name: str) -> tuple[Workflow, WorkflowVersion]:
     """The workflow called ``name`` (or started by ``/name``) and its current version."""
     workflow = await session.scalar(
         select(Workflow).where((Workflow.name == name) | (Workflow.command == f"/{name}"))
     )
     if workflow is None:
-        known = list((await session.scalars(select(Workflow.name).order_by(Workflow.name))).all())
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        listing = ", ".join(known) or "none yet (see /templates)"
-        raise WorkflowError(f"There is no workflow called '{name}'.{hint} Workflows: {listing}.")
+        raise await unknown(session, name)
     version = await _version(session, workflow.id, workflow.version)
     assert version is not None
     return workflow, version
