@@ -4,8 +4,10 @@ Two graphs of no-op nodes (``template`` with a constant text): a 50-node chain, 
 fan-out (one start node, 50 parallel nodes, one join; its time is divided by the 50). Ours
 runs through ``Engine`` with ``PostgresRunStore`` on the embedded Postgres, exactly as a
 worker does: the workflow is saved, a run created, and ``engine.advance(run_id)`` timed —
-the load, every step written before and after it runs, and the run's end. Nothing is
-subtracted. The same engine on ``MemoryStore`` is there for reference.
+the load, each wave's finished steps written before the next wave starts (no-op nodes are
+pure: they are not also written when they start), and the run's end written with the last
+wave's steps. Nothing is subtracted. The same engine on ``MemoryStore`` is there for
+reference.
 
 The peer: the same graphs as LangGraph ``StateGraph``s (async no-op nodes returning a small
 update; the fan-out through a list reducer), ``ainvoke`` timed without a checkpointer, with
@@ -86,6 +88,7 @@ def persisted(runtime: Runtime, name: str) -> Once:
             conversation_id=None,
             user_id=None,
         )
+        assert run_id is not None
         started = time.perf_counter()
         run = await engine.advance(run_id)
         elapsed = time.perf_counter() - started

@@ -69,8 +69,13 @@ class Engine:
             room = run.spec.limits.max_steps - run.step_count
             wave = ready[: min(run.spec.limits.max_parallel, room)]
             await self._report(run, wave)
-            if run.unsaved and not all(NODE_TYPES[n.type].pure for n in wave):
+            # The last wave's steps are written before the next wave starts (with the run, if
+            # it changed), so a run taken over resumes after its last finished wave; a run
+            # that ends after its wave writes its steps with its end, in one statement.
+            if run.unsaved and (run.unsaved_steps or not _all_pure(wave)):
                 await self._save_run(run)
+            elif run.unsaved_steps:
+                await self._save_steps(run)
             await asyncio.gather(*(self._execute(run, node) for node in wave))
             failed = [s for s in run.steps.values() if s.status == "failed"]
             if failed:
@@ -88,8 +93,22 @@ class Engine:
         run.unsaved = True  # written with the first node that has effects, or at the end
 
     async def _save_run(self, run: RunState) -> None:
-        run.unsaved = False
-        await self.store.save_run(run)
+        """Write the run with the steps not yet written: one statement."""
+        steps, run.unsaved_steps, run.unsaved = run.unsaved_steps, [], False
+        await self.store.save_run(run, steps)
+
+    async def _save_step(self, run: RunState, step: StepState, *, pure: bool = False) -> None:
+        """A pure node's step is written with the next write, at the latest before the next
+        wave; any other at once (with the waiting ones), so a node with effects is known to
+        have started or ended."""
+        run.steps[step.node_id] = step
+        run.unsaved_steps.append(step)
+        if not pure:
+            await self._save_steps(run)
+
+    async def _save_steps(self, run: RunState) -> None:
+        steps, run.unsaved_steps = run.unsaved_steps, []
+        await self.store.save_steps(run, steps)
 
     async def _report(self, run: RunState, wave: list[NodeSpec]) -> None:
         """Tell a long run's conversation where it is, at most every PROGRESS_EVERY seconds."""
@@ -119,7 +138,7 @@ class Engine:
         if kind == "input":
             step.output = {"answer": None, "by": None}
         step.finished_at = now
-        await self.store.save_step(run, step)
+        await self._save_step(run, step, pure=True)  # written with the run, which runs next
 
     def _ready(self, run: RunState) -> list[NodeSpec]:
         """Nodes not yet finished (or interrupted) whose needs are all done."""
@@ -167,10 +186,10 @@ class Engine:
         try:
             skip = _skipped(run, node, variables)
         except WorkflowError as exc:
-            return await self._end(run, step, error=f"when: {exc.text}")
+            return await self._end(run, step, pure=True, error=f"when: {exc.text}")
         if skip:
             step.status, step.finished_at = "skipped", datetime.now(UTC)
-            return await self.store.save_step(run, step)
+            return await self._save_step(run, step, pure=True)
         node_type = NODE_TYPES[node.type]
         try:
             rendered = {
@@ -178,23 +197,24 @@ class Engine:
                 for key, value in node.params.items()
             }
         except WorkflowError as exc:
-            return await self._end(run, step, error=exc.text)
+            return await self._end(run, step, pure=True, error=exc.text)
         step.status, step.input, step.started_at = "running", _jsonable(rendered), datetime.now(UTC)
         step.attempts += 1
         run.step_count += 1
-        if not (node_type.pure or node.id in run.mocks):
+        pure = node_type.pure or node.id in run.mocks
+        if not pure:
             # Marks a node with outside effects as started; a pure one is simply run again.
-            await self.store.save_step(run, step)
+            await self._save_step(run, step)
         try:
             result = await self._result(run, node, node_type, rendered, variables)
         except (WorkflowError, ValidationError, TimeoutError) as exc:
-            return await self._end(run, step, error=_describe(exc, run.spec.limits.node_timeout))
+            error = _describe(exc, run.spec.limits.node_timeout)
+            return await self._end(run, step, pure=pure, error=error)
         except Exception as exc:  # a bug in a node must fail the node, not the worker
             log.exception("node %s of run %s crashed", node.id, run.id)
-            return await self._end(
-                run, step, error=f"unexpected error: {type(exc).__name__}: {exc}"
-            )
-        await self._end(run, step, result=result)
+            error = f"unexpected error: {type(exc).__name__}: {exc}"
+            return await self._end(run, step, pure=pure, error=error)
+        await self._end(run, step, pure=pure, result=result)
 
     async def _result(
         self,
@@ -220,7 +240,13 @@ class Engine:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _end(
-        self, run: RunState, step: StepState, *, result: NodeResult | None = None, error: str = ""
+        self,
+        run: RunState,
+        step: StepState,
+        *,
+        pure: bool,
+        result: NodeResult | None = None,
+        error: str = "",
     ) -> None:
         step.finished_at = datetime.now(UTC)
         if result is None:
@@ -235,7 +261,7 @@ class Engine:
             step.status = "waiting" if result.wait_until or result.waiting_for else "succeeded"
             step.wait_until = result.wait_until
             run.add_usage(step)
-        await self.store.save_step(run, step)
+        await self._save_step(run, step, pure=pure)
 
     def _context(
         self, run: RunState, node: NodeSpec, attempt: int, variables: dict[str, Any]
@@ -278,6 +304,10 @@ class Engine:
             },
             "now": datetime.now(UTC),
         }
+
+
+def _all_pure(wave: list[NodeSpec]) -> bool:
+    return all(NODE_TYPES[node.type].pure for node in wave)
 
 
 def _step_status(run: RunState, node_id: str) -> str:

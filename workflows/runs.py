@@ -40,27 +40,30 @@ async def start(
     user_id: int | None = None,
 ) -> tuple[int, str]:
     """Create a run of the current version and queue it; returns (run id, workflow name)."""
-    current = await store.current(core.autocommit, name)
-    if current is None:
-        async with core.sessions() as session:
-            raise await store.unknown(session, name)
-    if not current.enabled:
-        raise WorkflowError(f"The workflow '{current.name}' is turned off.")
-    spec = store.spec_of(current.source)
-    if trigger == "command":
-        async with core.sessions() as session:
-            await check_allowed(session, spec, user_id, ref)
-    run_id = await store.create_run(
-        core.autocommit,
-        current,
-        inputs=resolve(spec, given),
-        trigger=trigger,
-        ref=ref,
-        conversation_id=conversation_id,
-        user_id=user_id,
-    )
-    await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
-    return run_id, current.name
+    for fresh in (False, True):  # the version read last time, then (if it changed) anew
+        current = await store.current(core.autocommit, name, fresh=fresh)
+        if current is None:
+            async with core.sessions() as session:
+                raise await store.unknown(session, name)
+        if not current.enabled:
+            raise WorkflowError(f"The workflow '{current.name}' is turned off.")
+        spec = store.spec_of(current.source)
+        if trigger == "command":
+            async with core.sessions() as session:
+                await check_allowed(session, spec, user_id, ref)
+        run_id = await store.create_run(
+            core.autocommit,
+            current,
+            inputs=resolve(spec, given),
+            trigger=trigger,
+            ref=ref,
+            conversation_id=conversation_id,
+            user_id=user_id,
+        )
+        if run_id is not None:
+            await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
+            return run_id, current.name
+    raise WorkflowError(f"The workflow '{name}' changed while the run was starting: try again.")
 
 
 async def check_allowed(

@@ -6,6 +6,7 @@ the same engine runs a workflow's `tests:` in memory and real runs durably.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -58,6 +59,8 @@ class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     # Kept in memory only, while one worker advances the run:
     unsaved: bool = False  # its status changed and is not written yet
+    # Steps of pure nodes, written with the next write (a pure node is simply run again).
+    unsaved_steps: list[StepState] = field(default_factory=list)
     last_progress: float = 0.0  # when its status line was last updated (epoch seconds)
 
     def add_usage(self, step: StepState) -> None:
@@ -70,9 +73,10 @@ class RunState:
 class RunStore(Protocol):
     async def load(self, run_id: int) -> RunState: ...
 
-    async def save_run(self, run: RunState) -> None: ...
+    async def save_run(self, run: RunState, steps: Sequence[StepState] = ()) -> None:
+        """Write the run, and these steps with it."""
 
-    async def save_step(self, run: RunState, step: StepState) -> None: ...
+    async def save_steps(self, run: RunState, steps: Sequence[StepState]) -> None: ...
 
 
 class MemoryStore:
@@ -88,8 +92,9 @@ class MemoryStore:
     async def load(self, run_id: int) -> RunState:
         return self.runs[run_id]
 
-    async def save_run(self, run: RunState) -> None:
+    async def save_run(self, run: RunState, steps: Sequence[StepState] = ()) -> None:
+        await self.save_steps(run, steps)
         self.runs[run.id] = run
 
-    async def save_step(self, run: RunState, step: StepState) -> None:
-        run.steps[step.node_id] = step
+    async def save_steps(self, run: RunState, steps: Sequence[StepState]) -> None:
+        run.steps.update((step.node_id, step) for step in steps)

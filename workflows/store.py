@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,8 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import JSON, bindparam, func, literal_column, select, text, type_coerce, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    String,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.messages import ConversationRef
@@ -188,17 +204,38 @@ class Current:
     source: str
 
 
-async def current(engine: AsyncEngine, name: str) -> Current | None:
-    """The workflow called ``name`` (or started by ``/name``), in one query (pass an
-    autocommit engine: Core.autocommit)."""
+# Workflows as last read, by the name they were asked for: starting a run is a hot path
+# (schedules, webhooks, bursts of commands). A run is created only if the workflow is still
+# enabled and at that version, with that text (see create_run), so a stale entry costs a
+# re-read, never a run of an old version.
+_KNOWN: dict[str, Current] = {}
+
+
+async def current(engine: AsyncEngine, name: str, *, fresh: bool = False) -> Current | None:
+    """The workflow called ``name`` (or started by ``/name``): as last read unless ``fresh``,
+    else in one query (pass an autocommit engine: Core.autocommit)."""
+    if not fresh and (known := _KNOWN.get(name)) is not None:
+        return known
     async with engine.connect() as conn:
         row = (await conn.execute(_CURRENT, {"name": name, "command": f"/{name}"})).first()
-    return Current(*row) if row is not None else None
+    found = Current(*row) if row is not None else None
+    if found is not None and found.enabled:
+        if len(_KNOWN) > 1024:
+            _KNOWN.clear()
+        _KNOWN[name] = found
+    else:
+        _KNOWN.pop(name, None)
+    return found
 
 
-# Built once: starting a run is a hot path (schedules, webhooks, bursts of commands).
 _CURRENT = (
-    select(Workflow.id, WorkflowVersion.id, Workflow.name, Workflow.enabled, WorkflowVersion.source)
+    select(
+        Workflow.id,
+        WorkflowVersion.id,
+        Workflow.name,
+        Workflow.enabled,
+        WorkflowVersion.source,
+    )
     .join(
         WorkflowVersion,
         (WorkflowVersion.workflow_id == Workflow.id)
@@ -206,7 +243,6 @@ _CURRENT = (
     )
     .where((Workflow.name == bindparam("name")) | (Workflow.command == bindparam("command")))
 )
-_CREATE_RUN = insert(WorkflowRun).returning(WorkflowRun.id)
 
 
 async def create_run(
@@ -218,11 +254,13 @@ async def create_run(
     ref: ConversationRef | None,
     conversation_id: int | None,
     user_id: int | None,
-) -> int:
+) -> int | None:
+    """A queued run of ``workflow``; None when the workflow has changed (a new version, or
+    turned off) since it was read."""
     values = {
         "workflow_id": workflow.workflow_id,
         "version_id": workflow.version_id,
-        "status": "queued",
+        "source": workflow.source,
         "trigger": trigger,
         "inputs": inputs,
         "ref": ref.to_dict() if ref else None,
@@ -231,8 +269,38 @@ async def create_run(
     }
     async with engine.connect() as conn:
         run_id = await conn.scalar(_CREATE_RUN, values)
-    assert run_id is not None
-    return int(run_id)
+    return None if run_id is None else int(run_id)
+
+
+_RUN_VALUES = {
+    "workflow_id": BigInteger,
+    "version_id": BigInteger,
+    "trigger": String,
+    "inputs": JSONB,
+    "ref": JSONB,
+    "conversation_id": BigInteger,
+    "started_by": BigInteger,
+}
+_CREATE_RUN = (
+    insert(WorkflowRun)
+    .from_select(
+        ["status", *_RUN_VALUES],
+        select(
+            literal("queued", String),
+            *(bindparam(name, type_=kind) for name, kind in _RUN_VALUES.items()),
+        )
+        .select_from(Workflow)
+        .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
+        .where(
+            Workflow.id == bindparam("workflow_id"),
+            Workflow.enabled,
+            WorkflowVersion.version == Workflow.version,
+            WorkflowVersion.id == bindparam("version_id"),
+            WorkflowVersion.source == bindparam("source"),  # ids restart when a database does
+        ),
+    )
+    .returning(WorkflowRun.id)
+)
 
 
 class PostgresRunStore:
@@ -253,20 +321,36 @@ class PostgresRunStore:
             raise WorkflowError(f"There is no run #{run_id}.")
         return _state(row, spec_of(row.source), [_step(s) for s in row.step_rows])
 
-    async def save_run(self, run: RunState) -> None:
+    async def save_run(self, run: RunState, steps: Sequence[StepState] = ()) -> None:
         values = {name: getattr(run, name) for name in _RUN_FIELDS}
+        params = {"run_id": run.id, **values, "steps": run.step_count, "rows": _rows(steps)}
         async with self.writers, self.engine.connect() as conn:
-            kept = await conn.scalar(
-                _SAVE_RUN, {"run_id": run.id, **values, "steps": run.step_count}
-            )
+            kept = await conn.scalar(_SAVE_RUN, params)
         if kept is None:
             run.status = "cancelled"  # cancelled while this wave ran: the cancel wins
 
-    async def save_step(self, run: RunState, step: StepState) -> None:
-        run.steps[step.node_id] = step
-        values = {name: getattr(step, name) for name in _STEP_FIELDS}
+    async def save_steps(self, run: RunState, steps: Sequence[StepState]) -> None:
         async with self.writers, self.engine.connect() as conn:
-            await conn.execute(_SAVE_STEP, {"run_id": run.id, "node_id": step.node_id, **values})
+            await conn.execute(_SAVE_STEPS, {"run_id": run.id, "rows": _rows(steps)})
+
+
+def _rows(steps: Sequence[StepState]) -> str:
+    """Steps as one JSON array for ``jsonb_to_recordset``: any number of steps is the same
+    statement (prepared once), and a step listed twice is written once, as it is last."""
+    latest = {step.node_id: step for step in steps}
+    return json.dumps(
+        [
+            {"node_id": step.node_id, **{name: getattr(step, name) for name in _STEP_FIELDS}}
+            for step in latest.values()
+        ],
+        default=_iso,
+    )
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 _RUN_FIELDS = (
@@ -326,6 +410,21 @@ def _step(row: dict[str, Any]) -> StepState:
     return StepState(row["node_id"], **values)
 
 
+# Steps given as a JSON array of rows, inserted or updated in one statement.
+_STEP_COLUMNS = [WorkflowStep.__table__.c[name] for name in ("node_id", *_STEP_FIELDS)]
+_GIVEN = (
+    func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+    .table_valued(*(column(c.name, c.type) for c in _STEP_COLUMNS))
+    .render_derived(name="given", with_types=True)
+)
+_INSERT_STEPS = insert(WorkflowStep).from_select(
+    ["run_id", *(c.name for c in _STEP_COLUMNS)],
+    select(bindparam("run_id", type_=BigInteger), *(_GIVEN.c[c.name] for c in _STEP_COLUMNS)),
+)
+_SAVE_STEPS = _INSERT_STEPS.on_conflict_do_update(
+    index_elements=["run_id", "node_id"],
+    set_={name: _INSERT_STEPS.excluded[name] for name in _STEP_FIELDS},
+)
 _SAVE_RUN = (
     update(WorkflowRun)
     .where(
@@ -334,14 +433,7 @@ _SAVE_RUN = (
     )
     .values({name: bindparam(name) for name in (*_RUN_FIELDS, "steps")})
     .returning(WorkflowRun.id)
-)
-_SAVE_STEP = (
-    insert(WorkflowStep)
-    .values({name: bindparam(name) for name in ("run_id", "node_id", *_STEP_FIELDS)})
-    .on_conflict_do_update(
-        index_elements=["run_id", "node_id"],
-        set_={name: bindparam(name) for name in _STEP_FIELDS},
-    )
+    .add_cte(_SAVE_STEPS.cte("written_steps"))
 )
 
 # Parsing a document costs more than reading it: keep parsed ones, keyed by their text.

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.app import Runtime
 from bot.conversation import receive
 from bot.messages import ConversationRef
-from bot.storage.models import WorkflowRun, WorkflowStep
+from bot.storage.models import Workflow, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
 from tests.support import REF, delivered, drain, incoming, reply_to, say, serve
 from workflows import runs, store
@@ -160,6 +160,23 @@ async def test_a_run_resumes_after_its_last_finished_node(runtime: Runtime, llm:
     steps = await _steps(runtime, run_id)
     assert steps["write"].output == "kept" and steps["critique"].attempts == 2
     assert (await delivered(runtime))[-1].text.startswith("echo: Improve kept using")
+
+
+async def test_a_run_starts_the_version_current_at_that_moment(runtime: Runtime) -> None:
+    """Starting remembers the workflow it read; a change since is noticed, never run stale."""
+    await _save(runtime, DRAFT)
+    first, _ = await runs.start(runtime.core, "draft", {"topic": "a"}, trigger="shell")
+    await _save(runtime, DRAFT.replace("Critique:", "Criticise:"))
+    second, _ = await runs.start(runtime.core, "draft", {"topic": "b"}, trigger="shell")
+    versions = [(await _run(runtime, run_id)).version_id for run_id in (first, second)]
+    async with runtime.core.sessions() as session:
+        _, latest = await store.find(session, "draft")
+    assert versions[0] != versions[1] == latest.id
+
+    async with runtime.core.sessions.begin() as session:
+        await session.execute(update(Workflow).values(enabled=False))
+    with pytest.raises(WorkflowError, match="The workflow 'draft' is turned off"):
+        await runs.start(runtime.core, "draft", {"topic": "c"}, trigger="shell")
 
 
 async def test_cancel_stops_a_run(runtime: Runtime) -> None:
