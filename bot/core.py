@@ -17,6 +17,7 @@ from bot.turns import Reply, Turn
 
 if TYPE_CHECKING:
     from bot.llm import LLMGateway
+    from bot.tools import ToolRegistry
 
 
 class LiveText(Protocol):
@@ -49,6 +50,7 @@ class Core:
     live: Mapping[str, LiveText] = field(default_factory=dict)
     interceptors: list[Interceptor] = field(default_factory=list)
     _llm: LLMGateway | None = None
+    _tools: ToolRegistry | None = None
 
     @functools.cached_property
     def autocommit(self) -> AsyncEngine:
@@ -65,3 +67,12 @@ class Core:
 
             self._llm = LLMGateway(self.settings, record=record_call(self.sessions))
         return self._llm
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """What personas and workflows may call: the shipped tools unless given others."""
+        if self._tools is None:
+            from bot.tools import catalog
+
+            self._tools = catalog()
+        return self._tools

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from bot.core import Core
 from bot.router import is_command
 from bot.storage.models import Message, Persona
+from bot.tools import ToolContext
 from bot.turns import Reply, Turn
-from personas import prompt
+from personas import acting, prompt
 
 if TYPE_CHECKING:
     from bot.llm import DeltaSink
@@ -33,16 +34,21 @@ class PersonaResponder:
             core.settings.history_token_budget,
             lambda msgs: core.llm.count_tokens(msgs, model),
         )
-        completion = await core.llm.complete(
+        caller = ToolContext(
+            core=core,
+            user_id=turn.user_id,
+            conversation_id=turn.conversation_id,
+            idempotency_key=f"message:{turn.message_id}",
+        )
+        reply = await acting.answer(
+            core,
+            persona,
             messages,
-            model=model,
-            fallbacks=persona.fallbacks,
-            temperature=persona.temperature,
-            max_tokens=persona.max_tokens,
+            caller=caller,
             on_delta=_live(core, turn),
             context=_context(turn, persona),
         )
-        return Reply(completion.text, persona_id=persona.id)
+        return Reply(reply.text, persona_id=persona.id)
 
     async def _load(self, core: Core, turn: Turn) -> tuple[Persona | None, list[Message]]:
         async with core.sessions() as session:

@@ -35,6 +35,18 @@ class PersonaSpec(BaseModel):
     def _name(cls, value: str) -> str:
         return check_name(value)
 
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list[str]) -> list[str]:
+        from bot.tools import ToolError, catalog
+
+        for name in value:
+            try:
+                catalog().get(name)
+            except ToolError as exc:
+                raise ValueError(exc.text) from None
+        return value
+
 
 def load_file(path: Path) -> PersonaSpec:
     try:

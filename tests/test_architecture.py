@@ -26,7 +26,7 @@ BOUNDARIES = {
     "aiogram": {"adapters/telegram.py"},
     "imapclient": {"adapters/email.py"},
     "aiosmtplib": {"adapters/email.py"},
-    "playwright": {"personas/tools/browser.py"},
+    "playwright": {"bot/tools/browser.py"},
 }
 
 

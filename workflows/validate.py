@@ -25,6 +25,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from bot.tools import catalog
 from workflows.errors import ExpressionError, WorkflowError
 from workflows.expressions import ENV, is_template, names_used, unsafe_attributes
 from workflows.inputs import coerce
@@ -356,6 +357,35 @@ def _param_problems(node: NodeSpec, kind: NodeType, where: Positions) -> Iterato
             if not _rendered_later(node.params, error):
                 path = _path_of(("nodes", node.id, *error["loc"]))
                 yield where.problem(path, _param_message(error, kind))
+    if kind.name == "tool":
+        yield from _tool_problems(node, where)
+
+
+def _tool_problems(node: NodeSpec, where: Positions) -> Iterator[Problem]:
+    """A tool node names a known tool, with arguments that tool takes."""
+    name, args = node.params.get("tool"), node.params.get("args") or {}
+    tools = catalog()
+    if not isinstance(name, str) or is_template(name) or not isinstance(args, dict):
+        return
+    if name not in tools:
+        yield where.problem(f"nodes.{node.id}.tool", _unknown("tool", name, tools.names()))
+        return
+    tool = tools.get(name)
+    try:
+        tool.params.model_validate(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            if _rendered_later(args, error):
+                continue
+            path = _path_of(("nodes", node.id, "args", *error["loc"]))
+            if error["type"] == "missing":
+                message = f"required by tool {name!r}"
+            elif error["type"] == "extra_forbidden":
+                known = _field_names(tool.params)
+                message = _unknown(f"{name} argument", str(error["loc"][-1]), known)
+            else:
+                message = _error_message(error, [])
+            yield where.problem(path, message)
 
 
 def _rendered_later(params: dict[str, Any], error: ErrorDetails) -> bool:
@@ -380,12 +410,12 @@ def _param_message(error: ErrorDetails, kind: NodeType) -> str:
     if error["type"] == "missing":
         return f"required by node type {kind.name!r}"
     if error["type"] == "extra_forbidden":
-        return _unknown("parameter", str(error["loc"][-1]), _param_names(kind))
+        return _unknown("parameter", str(error["loc"][-1]), _field_names(kind.params))
     return _error_message(error, [])
 
 
-def _param_names(kind: NodeType) -> list[str]:
-    return [info.alias or name for name, info in kind.params.model_fields.items()]
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
 
 
 # The needs graph.

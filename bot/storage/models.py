@@ -168,7 +168,9 @@ class Outbox(Base):
 
 
 class AuditEvent(Base):
-    """Append-only: a database trigger refuses UPDATE and DELETE."""
+    """Something done on someone's behalf, such as a tool call: who (``actor``), what
+    (``action``, ``subject``), how it went (``status``) and the details (``data``).
+    Append-only: a database trigger refuses UPDATE and DELETE."""
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -177,6 +179,10 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     subject: Mapped[str] = mapped_column(String(255), default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    # The same key for the same logical action: an action with effects that succeeded under
+    # it is not done again (its recorded result is returned).
+    key: Mapped[str | None] = mapped_column(String(200), index=True)
 
 
 class Workflow(Base):

@@ -248,3 +248,29 @@ async def test_templates_list_prints_one_name_per_line(user_settings: Settings) 
     assert listed.stdout.split() == [t.name for t in available()]
     tested = await switchboard(user_settings, "test", "translate")
     assert tested.returncode == 0 and " 0 failed" in tested.stdout
+
+
+async def test_tools_are_listed_and_their_calls_shown_in_the_audit_log(
+    user_settings: Settings,
+) -> None:
+    listed = await switchboard(user_settings, "tools", "list")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split(" — ")[0] for line in listed.stdout.splitlines()]
+    assert names == ["calculate", "current_time", "read_webpage"]
+
+    shown = await switchboard(user_settings, "tools", "show", "calculate")
+    assert "expression (str, required): " in shown.stdout
+    unknown = await switchboard(user_settings, "tools", "show", "calc")
+    assert unknown.returncode == 1 and "Did you mean 'calculate'?" in unknown.stderr
+
+    empty = await switchboard(user_settings, "audit")
+    assert empty.stdout.strip() == "No tool calls recorded yet."
+    source = "name: sum\nnodes:\n  add: {type: tool, tool: calculate, args: {expression: 2+3}}\n"
+    path = user_settings.home / "sum.yaml"
+    path.write_text(source)
+    assert (await switchboard(user_settings, "workflows", "import", str(path))).returncode == 0
+    ran = await switchboard(user_settings, "run", "sum")
+    assert ran.returncode == 0, ran.stderr
+    audit = await switchboard(user_settings, "audit", "--run", "1")
+    [line] = audit.stdout.splitlines()
+    assert "run:1/add  tool calculate  ok" in line and '{"expression": "2+3"}' in line

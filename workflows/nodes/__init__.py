@@ -11,6 +11,7 @@ from workflows.nodes.files import File
 from workflows.nodes.http import HTTP
 from workflows.nodes.llm import LLM
 from workflows.nodes.reply import Reply
+from workflows.nodes.tool import Tool
 
 NODE_TYPES: dict[str, NodeType] = {
     node.name: node
@@ -23,6 +24,7 @@ NODE_TYPES: dict[str, NodeType] = {
         HTTP(),
         File(),
         Reply(),
+        Tool(),
         Approval(),
         Ask(),
         Persona(),

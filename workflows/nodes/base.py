@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from bot.messages import Attachment, ConversationRef
+from bot.tools import ToolContext
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -36,6 +37,17 @@ class NodeContext:
     timeout: float
     # Posts a message into the run's conversation (or a named one) through the outbox.
     post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
+
+    def caller(self) -> ToolContext:
+        """This node as the caller of tools: the same node of the same run is the same call."""
+        return ToolContext(
+            core=self.core,
+            run_id=self.run_id,
+            node_id=self.node_id,
+            idempotency_key=f"run:{self.run_id}:{self.node_id}",
+            workspace=self.workspace,
+            timeout=self.timeout,
+        )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class Persona:
     async def run(self, ctx: NodeContext, params: PersonaParams) -> NodeResult:
         if ctx.core is None:
             raise NodeFailed("this node asks a persona (a model): give it a mock in the test")
-        from personas import store
+        from personas import acting, store
 
         async with ctx.core.sessions() as session:
             try:
@@ -40,19 +40,18 @@ class Persona:
                 raise NodeFailed(exc.text) from exc
         system = persona.system_prompt
         messages = [{"role": "system", "content": system}] if system else []
-        completion = await ctx.core.llm.complete(
+        reply = await acting.answer(
+            ctx.core,
+            persona,
             [*messages, {"role": "user", "content": params.prompt}],
-            model=persona.model or ctx.core.settings.model,
-            fallbacks=persona.fallbacks,
-            temperature=persona.temperature,
-            max_tokens=persona.max_tokens,
+            caller=ctx.caller(),
             context={"run_id": ctx.run_id, "persona_id": persona.id},
         )
         return NodeResult(
-            output=completion.text,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            cost_usd=completion.cost_usd,
+            output=reply.text,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            cost_usd=reply.cost_usd,
         )
 
 

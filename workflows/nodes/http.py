@@ -4,25 +4,18 @@ address is listed in SWITCHBOARD_WORKFLOW_HTTP_ALLOW."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import ipaddress
 import json
-import socket
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import Field
 
+from bot.netguard import GuardedResolver, Refused, check_url, read_limited
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
 
 MAX_BODY = 5 * 1024 * 1024
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Auth(Params):
@@ -56,14 +49,22 @@ class HTTP:
             raise NodeFailed("this node calls the network: give it a mock in the test")
         allowed = ctx.core.settings.workflow_http_allow
         resolver = GuardedResolver(allowed)
-        host = _host(params.url)
-        await resolver.resolve(host)  # refuse before connecting, with a clear message
+        try:
+            # Refuse before connecting, with a clear message: aiohttp does not ask the
+            # resolver about a URL whose host is an IP address.
+            await resolver.resolve(host := check_url(params.url))
+        except Refused as exc:
+            raise NodeFailed(exc.text) from exc
+        except OSError as exc:  # the name does not resolve (now)
+            raise NodeFailed(f"cannot find {host}: {exc}", retryable=True) from exc
         timeout = aiohttp.ClientTimeout(total=ctx.timeout)
         headers = {**params.headers, **await _auth_headers(ctx, params.auth)}
         connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 return await _request(session, params, headers)
+        except Refused as exc:  # the name resolved to an internal address when connecting
+            raise NodeFailed(exc.text) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeFailed(f"{params.method} {params.url} failed: {exc}", retryable=True) from exc
 
@@ -100,7 +101,7 @@ async def _request(
         json=params.json_,
         allow_redirects=False,
     ) as response:
-        raw = await response.content.read(MAX_BODY)
+        raw, _ = await read_limited(response, MAX_BODY)
         text = raw.decode(response.charset or "utf-8", errors="replace")
         output = {"status": response.status, "headers": dict(response.headers), "body": _body(text)}
         if response.status not in params.expect:
@@ -117,55 +118,3 @@ def _body(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise NodeFailed(f"{url!r} is not an http(s) URL")
-    return parts.hostname
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves like the system does, then refuses internal addresses (SSRF guard).
-
-    Connections use exactly the addresses checked here, so a name that resolves to a
-    public address when checked and a private one when connecting cannot slip through.
-    """
-
-    def __init__(self, allowed: Sequence[str]) -> None:
-        self.allowed = [ipaddress.ip_network(entry, strict=False) for entry in allowed]
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, family=socket.AF_UNSPEC
-        )
-        results = []
-        for fam, _, proto, _, sockaddr in infos:
-            address = ipaddress.ip_address(sockaddr[0])
-            self._check(host, address)
-            results.append(
-                ResolveResult(
-                    hostname=host,
-                    host=str(address),
-                    port=port,
-                    family=fam,
-                    proto=proto,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            )
-        return results
-
-    def _check(self, host: str, address: Address) -> None:
-        if any(address in network for network in self.allowed):
-            return
-        if not address.is_global or address.is_multicast:
-            raise NodeFailed(
-                f"refusing to call {host} ({address}): it is an internal address. "
-                "Allow it with SWITCHBOARD_WORKFLOW_HTTP_ALLOW if this is intended."
-            )
-
-    async def close(self) -> None:
-        return None
