@@ -19,10 +19,12 @@ from workflows import store
 from workflows.engine import Engine
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
+from workflows.nodes.files import MAX_FILE, read_attachment
 from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
 
 RUN_WORKFLOW = "run_workflow"
+MAX_ATTACHED = 10  # files of a run attached to its last message
 
 
 def run_job_id(run_id: int, turn: int = 0) -> str:
@@ -172,7 +174,20 @@ async def _announce(core: Core, run: RunState) -> None:
         if n in run.spec.nodes
     )
     if run.status == "succeeded" and not replied:
-        await _post(core, run, f"run:{run.id}:done", done_text(run))
+        files = produced_files(workspace_root(core) / str(run.id))
+        await _post(core, run, f"run:{run.id}:done", done_text(run), files)
+
+
+def produced_files(workspace: Path) -> tuple[Attachment, ...]:
+    """The files a run left in its folder, attached to its last message (the first
+    ``MAX_ATTACHED`` by name; larger than platforms take are left out)."""
+    if not workspace.is_dir():
+        return ()
+    paths = sorted(p for p in workspace.rglob("*") if p.is_file() and p.stat().st_size <= MAX_FILE)
+    return tuple(
+        read_attachment(workspace, str(path.relative_to(workspace)))
+        for path in paths[:MAX_ATTACHED]
+    )
 
 
 def failure_text(run: RunState) -> str:

@@ -451,3 +451,20 @@ async def test_a_long_run_keeps_one_status_line_up_to_date(runtime: Runtime) -> 
     statuses = [e.data for e in entries if e.kind == "status"]
     assert statuses and statuses[0]["key"] == f"run:{run_id}"
     assert statuses[0]["text"].startswith(f"Run #{run_id} of draft: 0/4 steps done, now write (")
+
+
+async def test_files_a_run_makes_come_with_its_last_message(runtime: Runtime) -> None:
+    await _save(
+        runtime,
+        "name: notes\ncommand: /notes\nnodes:\n"
+        "  write: {type: file, path: out/notes.txt, content: remember the milk}\n"
+        "output: wrote {{ write.size }} bytes\n",
+    )
+    await say(runtime, "/notes")
+    await drain(runtime)
+
+    done = (await delivered(runtime))[-1]
+    assert done.text == "Run #1 of notes finished.\nwrote 17 bytes"
+    [attached] = done.attachments
+    assert (attached.filename, attached.content_type) == ("notes.txt", "text/plain")
+    assert attached.data == b"remember the milk"
