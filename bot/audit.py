@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.storage.models import AuditEvent
+
+
+async def record(
+    engine: AsyncEngine,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    status: str,
+    data: dict[str, Any],
+    key: str | None = None,
+) -> None:
+    """Append one event (pass an autocommit engine: Core.autocommit)."""
+    values = {
+        "actor": actor,
+        "action": action,
+        "subject": subject[:255],
+        "status": status,
+        "key": key,
+        "data": data,
+    }
+    async with engine.connect() as conn:
+        await conn.execute(insert(AuditEvent).values(values))
 
 
 async def recent(

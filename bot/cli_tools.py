@@ -50,10 +50,12 @@ def tools_show(name: str) -> None:
 
 def audit(
     limit: Annotated[int, typer.Option(help="How many events, newest first.")] = 50,
-    tool: Annotated[str | None, typer.Option(help="Only calls of this tool.")] = None,
+    tool: Annotated[
+        str | None, typer.Option(help="Only calls of this tool (or 'GET https://…' requests).")
+    ] = None,
     run: Annotated[int | None, typer.Option(help="Only calls made by this workflow run.")] = None,
 ) -> None:
-    """The audit log: every tool call, who asked, with what, and how it went."""
+    """The audit log: every tool call and workflow request, who asked, and how it went."""
     settings = settings_for("WARNING")
 
     async def work() -> None:

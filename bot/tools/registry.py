@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
+from bot import audit
 from bot.storage.models import AuditEvent
 from bot.tools.base import Tool, ToolContext, ToolError, ToolResult
 
@@ -185,16 +186,15 @@ async def _record(
         data["result"] = _recorded(result)
     if error is not None:
         data["error"] = error
-    values = {
-        "actor": actor(ctx),
-        "action": ACTION,
-        "subject": name,
-        "status": status,
-        "key": ctx.idempotency_key,
-        "data": data,
-    }
-    async with ctx.core.autocommit.connect() as conn:
-        await conn.execute(insert(AuditEvent).values(values))
+    await audit.record(
+        ctx.core.autocommit,
+        actor=actor(ctx),
+        action=ACTION,
+        subject=name,
+        status=status,
+        data=data,
+        key=ctx.idempotency_key,
+    )
 
 
 async def _replay(ctx: ToolContext, name: str) -> ToolResult | None:

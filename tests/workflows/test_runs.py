@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from bot.app import Runtime
 from bot.conversation import receive
 from bot.messages import ConversationRef
-from bot.storage.models import Workflow, WorkflowRun, WorkflowStep
+from bot.storage.models import AuditEvent, Workflow, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
 from tests.support import REF, delivered, drain, incoming, reply_to, say, serve
 from workflows import runs, store
@@ -215,6 +215,9 @@ async def test_http_nodes_may_not_reach_internal_addresses(runtime: Runtime, api
     failure = (await delivered(runtime))[-1].text
     assert "refusing to call 127.0.0.1 (127.0.0.1): it is an internal address." in failure
     assert "SWITCHBOARD_WORKFLOW_HTTP_ALLOW" in failure
+    async with runtime.core.sessions() as session:
+        [attempt] = await session.scalars(select(AuditEvent))
+    assert (attempt.actor, attempt.action, attempt.status) == ("run:1/get", "http", "error")
 
 
 async def test_http_nodes_reach_allowed_addresses(runtime: Runtime, api: str) -> None:
@@ -224,6 +227,10 @@ async def test_http_nodes_reach_allowed_addresses(runtime: Runtime, api: str) ->
     await drain(runtime)
 
     assert (await delivered(runtime))[-1].text == "Run #1 of fetch finished.\nowls from /items"
+    async with runtime.core.sessions() as session:
+        [call] = await session.scalars(select(AuditEvent))
+    assert (call.actor, call.subject, call.status) == ("run:1/get", f"GET {api}/items", "ok")
+    assert call.data["status"] == 200 and "owls" not in str(call.data)  # no query string
 
 
 TRANSLATE = """

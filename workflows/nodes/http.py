@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import Field
 
+from bot import audit
 from bot.netguard import GuardedResolver, Refused, check_url, read_limited
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
@@ -45,28 +48,64 @@ class HTTP:
     pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: HTTPParams) -> NodeResult:
+        """Make the request; each attempt is written to the audit log."""
         if ctx.core is None:
             raise NodeFailed("this node calls the network: give it a mock in the test")
-        allowed = ctx.core.settings.workflow_http_allow
-        resolver = GuardedResolver(allowed)
+        started = time.perf_counter()
         try:
-            # Refuse before connecting, with a clear message: aiohttp does not ask the
-            # resolver about a URL whose host is an IP address.
-            await resolver.resolve(host := check_url(params.url))
-        except Refused as exc:
-            raise NodeFailed(exc.text) from exc
-        except OSError as exc:  # the name does not resolve (now)
-            raise NodeFailed(f"cannot find {host}: {exc}", retryable=True) from exc
-        timeout = aiohttp.ClientTimeout(total=ctx.timeout)
-        headers = {**params.headers, **await _auth_headers(ctx, params.auth)}
-        connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
-        try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                return await _request(session, params, headers)
-        except Refused as exc:  # the name resolved to an internal address when connecting
-            raise NodeFailed(exc.text) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NodeFailed(f"{params.method} {params.url} failed: {exc}", retryable=True) from exc
+            result = await _call(ctx, params)
+        except NodeFailed as exc:
+            await _audit(ctx, params, started, {"error": exc.text}, "error")
+            raise
+        await _audit(ctx, params, started, {"status": result.output["status"]}, "ok")
+        return result
+
+
+async def _audit(
+    ctx: NodeContext, params: HTTPParams, started: float, data: dict[str, Any], status: str
+) -> None:
+    """Where the request went (without its query string, headers or body, which may carry
+    credentials), how it ended and how long it took."""
+    assert ctx.core is not None
+    parts = urlsplit(params.url)
+    await audit.record(
+        ctx.core.autocommit,
+        actor=f"run:{ctx.run_id}/{ctx.node_id}",
+        action="http",
+        subject=f"{params.method} {parts.scheme}://{parts.netloc}{parts.path}",
+        status=status,
+        data={
+            **data,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "run_id": ctx.run_id,
+            "node_id": ctx.node_id,
+            "attempt": ctx.attempt,
+        },
+    )
+
+
+async def _call(ctx: NodeContext, params: HTTPParams) -> NodeResult:
+    assert ctx.core is not None
+    allowed = ctx.core.settings.workflow_http_allow
+    resolver = GuardedResolver(allowed)
+    try:
+        # Refuse before connecting, with a clear message: aiohttp does not ask the
+        # resolver about a URL whose host is an IP address.
+        await resolver.resolve(host := check_url(params.url))
+    except Refused as exc:
+        raise NodeFailed(exc.text) from exc
+    except OSError as exc:  # the name does not resolve (now)
+        raise NodeFailed(f"cannot find {host}: {exc}", retryable=True) from exc
+    timeout = aiohttp.ClientTimeout(total=ctx.timeout)
+    headers = {**params.headers, **await _auth_headers(ctx, params.auth)}
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            return await _request(session, params, headers)
+    except Refused as exc:  # the name resolved to an internal address when connecting
+        raise NodeFailed(exc.text) from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise NodeFailed(f"{params.method} {params.url} failed: {exc}", retryable=True) from exc
 
 
 async def _auth_headers(ctx: NodeContext, auth: Auth | None) -> dict[str, str]:
