@@ -11,7 +11,14 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from adapters.local import LocalStream
-from bot.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
+from bot.messages import (
+    Attachment,
+    Author,
+    ConversationRef,
+    IncomingMessage,
+    OutgoingMessage,
+    SentRef,
+)
 
 CHANNEL = "terminal"
 DeltaPrinter = Callable[[str], Awaitable[None]]
@@ -31,12 +38,13 @@ class TerminalAdapter:
         self.stream = LocalStream(redis, CHANNEL)
         self.ref = ConversationRef(channel=CHANNEL, chat=self.user)
 
-    def incoming(self, text: str) -> IncomingMessage:
+    def incoming(self, text: str, attachments: tuple[Attachment, ...] = ()) -> IncomingMessage:
         return IncomingMessage(
             ref=self.ref,
             external_id=uuid.uuid4().hex,
             author=Author(self.user, self.user),
             text=text,
+            attachments=attachments,
         )
 
     async def send(self, out: OutgoingMessage) -> SentRef:

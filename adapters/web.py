@@ -1,4 +1,5 @@
-"""The local web chat: a page, a JSON endpoint to post messages, and server-sent events back.
+"""The local web chat: a page, an endpoint to post messages (JSON, or a form with files),
+and server-sent events back.
 
 Each browser gets a random chat id in a cookie; replies reach it through the chat's stream,
 so whichever worker answers, the page hears it.
@@ -13,19 +14,43 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, web
 from redis.asyncio import Redis
 
 from adapters.base import Dispatch
 from adapters.local import LocalStream
 from bot.conversation import Line
 from bot.errors import ServiceError, UserFacingError
-from bot.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
+from bot.files import MAX_FILE, kind_of
+from bot.messages import (
+    Attachment,
+    Author,
+    ConversationRef,
+    IncomingMessage,
+    OutgoingMessage,
+    SentRef,
+)
 
 CHANNEL = "web"
 COOKIE = "switchboard_chat"
 PAGE = Path(__file__).parent / "static" / "chat.html"
+# The app's request limit: JSON messages, and whatever the extra routes (webhooks) read whole.
+# A form with files is streamed part by part (which that limit does not cover) and is held to
+# the limits below instead.
 MAX_BODY = 1024 * 1024
+MAX_FILES = 5
+# The files, the text and id fields, and the multipart framing around them.
+MAX_UPLOAD = MAX_FILES * MAX_FILE + 2 * MAX_BODY
+_CHUNK = 64 * 1024
+
+TOO_LONG = "That message is over 1 MB; send a shorter one or split it."
+TOO_MANY_FILES = f"Attach at most {MAX_FILES} files to one message."
+UPLOAD_TOO_LARGE = (
+    f"That upload is too large: attach at most {MAX_FILES} files of up to 25 MB each."
+)
+EMPTY = "Type a message or attach a file."
+BAD_JSON = 'Send JSON like {"text": "hello"}.'
+BAD_FORM = "Send the form with a text field and file parts (multipart/form-data)."
 
 
 History = Callable[[ConversationRef], Awaitable[list[Line]]]
@@ -99,18 +124,19 @@ class WebAdapter:
         if not chat:
             return _problem(400, "Reload the page: this browser has no chat session yet.")
         try:
-            body = await request.json()
-            text = str(body["text"])
-        except web.HTTPRequestEntityTooLarge:
-            return _problem(413, "That message is over 1 MB; send a shorter one or split it.")
-        except (ValueError, KeyError, TypeError):
-            return _problem(400, 'Send JSON like {"text": "hello"}.')
+            if request.content_type == "multipart/form-data":
+                text, external_id, attachments = await _read_form(request)
+            else:
+                text, external_id, attachments = await _read_json(request)
+        except _Refused as exc:
+            return _problem(exc.status, exc.text)
         assert self._dispatch is not None
         incoming = IncomingMessage(
             ref=ConversationRef(channel=CHANNEL, chat=chat),
-            external_id=str(body.get("id") or uuid.uuid4().hex),
+            external_id=external_id or uuid.uuid4().hex,
             author=Author(f"web:{chat}", "web user"),
             text=text,
+            attachments=attachments,
         )
         try:
             received = await self._dispatch(incoming)
@@ -125,7 +151,12 @@ class WebAdapter:
         lines = await self.history(ConversationRef(channel=CHANNEL, chat=chat)) if chat else []
         return web.json_response(
             [
-                {"id": line.message_id, "mine": line.direction == "in", "text": line.text}
+                {
+                    "id": line.message_id,
+                    "mine": line.direction == "in",
+                    "text": line.text,
+                    "files": list(line.files),
+                }
                 for line in lines
             ]
         )
@@ -145,6 +176,98 @@ class WebAdapter:
                 await response.write(_event(entry.entry_id, entry.kind, _page_payload(entry)))
             await response.write(b": keep-alive\n\n")
         return response
+
+
+class _Refused(Exception):
+    """A posted message this endpoint will not take, with the answer to give."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+Posted = tuple[str, str, tuple[Attachment, ...]]
+
+
+async def _read_json(request: web.Request) -> Posted:
+    """``{"text": ..., "id": ...}``, at most MAX_BODY (the app's limit)."""
+    try:
+        body = await request.json()
+        text = str(body["text"])
+    except web.HTTPRequestEntityTooLarge:
+        raise _Refused(413, TOO_LONG) from None
+    except (ValueError, KeyError, TypeError):
+        raise _Refused(400, BAD_JSON) from None
+    return text, str(body.get("id") or ""), ()
+
+
+async def _read_form(request: web.Request) -> Posted:
+    """Fields ``text`` and ``id`` and up to MAX_FILES ``file`` parts, read as they stream in:
+    nothing over a limit is held in memory beyond that limit."""
+    if (request.content_length or 0) > MAX_UPLOAD:
+        raise _Refused(413, UPLOAD_TOO_LARGE)
+    text, external_id, files = "", "", list[Attachment]()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            _check_total(request)
+            if not isinstance(part, BodyPartReader):
+                raise _Refused(400, BAD_FORM)
+            if part.name == "file":
+                filename = part.filename or ""
+                if len(files) == MAX_FILES:
+                    raise _Refused(400, TOO_MANY_FILES)
+                too_large = (
+                    f"{Attachment(filename).filename} is over 25 MB; "
+                    "each attached file can be at most 25 MB."
+                )
+                data = await _read_part(request, part, MAX_FILE, too_large)
+                if not filename and not data:
+                    continue  # a form's empty file input
+                files.append(
+                    Attachment(
+                        filename,
+                        content_type=kind_of(filename, part.headers.get(hdrs.CONTENT_TYPE, "")),
+                        data=data,
+                    )
+                )
+            elif part.name == "text":
+                text = _decode(part, await _read_part(request, part, MAX_BODY, TOO_LONG))
+            elif part.name == "id":
+                external_id = _decode(part, await _read_part(request, part, MAX_BODY, BAD_FORM))
+            else:
+                await _read_part(request, part, MAX_BODY, BAD_FORM)  # not ours: read past it
+        _check_total(request)
+    except ValueError:  # a missing boundary, a malformed part
+        raise _Refused(400, BAD_FORM) from None
+    if not text.strip() and not files:
+        raise _Refused(400, EMPTY)
+    return text, external_id, tuple(files)
+
+
+async def _read_part(
+    request: web.Request, part: BodyPartReader, limit: int, too_large: str
+) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        if len(data) + len(chunk) > limit:
+            raise _Refused(413, too_large)
+        data += chunk
+        _check_total(request)
+    return bytes(data)
+
+
+def _check_total(request: web.Request) -> None:
+    """Many small parts add up too: the whole body stays within MAX_UPLOAD."""
+    if request.content.total_bytes > MAX_UPLOAD:
+        raise _Refused(413, UPLOAD_TOO_LARGE)
+
+
+def _decode(part: BodyPartReader, data: bytes) -> str:
+    try:
+        return data.decode(part.get_charset("utf-8"), errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
 
 
 def _page_payload(entry: object) -> dict[str, object]:

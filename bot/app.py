@@ -18,6 +18,7 @@ from bot import services
 from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
+from bot.messages import Attachment
 from bot.queue import ArqQueue, connect
 from bot.router import CommandRegistry
 from bot.storage import db
@@ -238,11 +239,16 @@ class LocalChat:
 
         await reset_context(self.core, await conversation_for(self.core, self.terminal.ref))
 
-    async def say(self, text: str, on_delta: DeltaPrinter | None = None) -> ChatOutcome:
+    async def say(
+        self,
+        text: str,
+        on_delta: DeltaPrinter | None = None,
+        attachments: tuple[Attachment, ...] = (),
+    ) -> ChatOutcome:
         from bot.conversation import message_status, receive
 
         after = await self.terminal.mark()
-        received = await receive(self.core, self.terminal.incoming(text))
+        received = await receive(self.core, self.terminal.incoming(text, attachments))
         reply = await self.terminal.wait_reply(
             received.message_id, after, self.core.settings.reply_timeout, on_delta
         )

@@ -16,6 +16,7 @@ from bot.config import Settings
 
 if TYPE_CHECKING:
     from bot.app import LocalChat, Runtime
+    from bot.messages import Attachment
 
 T = TypeVar("T")
 
@@ -81,17 +82,46 @@ def chat(
         str | None, typer.Option("--persona", "-p", help="Talk to this persona.")
     ] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh conversation context.")] = False,
+    file: Annotated[
+        list[Path] | None,
+        typer.Option("--file", "-f", help="Attach a file to the --message (repeatable)."),
+    ] = None,
 ) -> None:
     """Chat in the terminal (works with or without `switchboard up` running)."""
-    if message is not None and not message.strip():
+    if message is not None and not message.strip() and not file:
         typer.secho("error: the message is empty; write some text.", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    if file and message is None:
+        typer.secho("error: --file goes with --message.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    attachments = _attachments(file or [])
     settings = settings_for("WARNING")
-    ok = run_async(lambda: _chat(settings, message, persona, new))
+    ok = run_async(lambda: _chat(settings, message, persona, new, attachments))
     raise typer.Exit(0 if ok else 1)
 
 
-async def _chat(settings: Settings, message: str | None, persona: str | None, new: bool) -> bool:
+def _attachments(paths: list[Path]) -> tuple[Attachment, ...]:
+    from bot.files import kind_of
+    from bot.messages import Attachment
+
+    found = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            typer.secho(f"error: cannot read {path}: {exc.strerror}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
+        found.append(Attachment(path.name, kind_of(path.name), data=data))
+    return tuple(found)
+
+
+async def _chat(
+    settings: Settings,
+    message: str | None,
+    persona: str | None,
+    new: bool,
+    attachments: tuple[Attachment, ...] = (),
+) -> bool:
     from bot.app import LocalChat, in_process_worker, open_runtime, worker_alive
 
     async with open_runtime(settings) as runtime:
@@ -101,14 +131,16 @@ async def _chat(settings: Settings, message: str | None, persona: str | None, ne
         if new:
             await chat.fresh_context()
         if await worker_alive(runtime):
-            return await _converse(chat, message)
+            return await _converse(chat, message, attachments)
         async with in_process_worker(runtime):
-            return await _converse(chat, message)
+            return await _converse(chat, message, attachments)
 
 
-async def _converse(chat: LocalChat, message: str | None) -> bool:
+async def _converse(
+    chat: LocalChat, message: str | None, attachments: tuple[Attachment, ...] = ()
+) -> bool:
     if message is not None:
-        return await _one(chat, message)
+        return await _one(chat, message, attachments)
     typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
     tail = asyncio.create_task(_show_unprompted(chat), name="switchboard-tail")
     try:
@@ -130,7 +162,7 @@ async def _show_unprompted(chat: LocalChat) -> None:
         typer.echo(f"\n{text}\nyou> ", nl=False)
 
 
-async def _one(chat: LocalChat, text: str) -> bool:
+async def _one(chat: LocalChat, text: str, attachments: tuple[Attachment, ...] = ()) -> bool:
     from adapters.terminal import ReplyTimeout
 
     streamed: list[str] = []
@@ -141,7 +173,7 @@ async def _one(chat: LocalChat, text: str) -> bool:
         sys.stdout.flush()
 
     try:
-        outcome = await chat.say(text, on_delta=show)
+        outcome = await chat.say(text, on_delta=show, attachments=attachments)
     except ReplyTimeout as exc:
         typer.secho(
             f"error: {exc}. Is a worker running? See `switchboard worker`.",

@@ -11,12 +11,13 @@ and commits the reply to the outbox in the same transaction that marks the messa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import files
 from bot.core import Core
 from bot.messages import ConversationRef, IncomingMessage
 from bot.queue import HANDLE_MESSAGE
@@ -40,6 +41,8 @@ async def receive(core: Core, incoming: IncomingMessage) -> Received:
     # This runs before every platform ack. A known person in a known conversation costs two
     # single statements in autocommit; a first message creates them in a transaction.
     async with core.autocommit.connect() as conn:
+        if any(attachment.data for attachment in incoming.attachments):
+            incoming = replace(incoming, attachments=await files.keep(conn, incoming.attachments))
         user_id, conversation_id = await _lookup(conn, incoming)
         if user_id and conversation_id:
             message_id, duplicate = await _insert(conn, incoming, user_id, conversation_id)
@@ -207,12 +210,15 @@ class Line:
     direction: str
     text: str
     in_reply_to: int | None
+    files: tuple[str, ...] = ()  # names of the files it carried
 
 
 async def transcript(core: Core, ref: ConversationRef, limit: int = 50) -> list[Line]:
     """The latest messages at ``ref``, oldest first (empty for a conversation not yet begun)."""
     query = (
-        select(Message.id, Message.direction, Message.text, Message.reply_to_id)
+        select(
+            Message.id, Message.direction, Message.text, Message.reply_to_id, Message.attachments
+        )
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
             Conversation.channel == ref.channel,
@@ -225,7 +231,16 @@ async def transcript(core: Core, ref: ConversationRef, limit: int = 50) -> list[
     )
     async with core.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [Line(*row) for row in reversed(rows)]
+    return [
+        Line(
+            row.id,
+            row.direction,
+            row.text,
+            row.reply_to_id,
+            files=tuple(a["filename"] for a in row.attachments or ()),
+        )
+        for row in reversed(rows)
+    ]
 
 
 async def message_status(core: Core, message_id: int) -> str | None:

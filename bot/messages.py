@@ -56,6 +56,8 @@ class Attachment:
     url: str = ""
     # Inline content for files we produce (exports, documents); platforms' files keep a url.
     data: bytes = b""
+    # Where a received file's content is kept (the files table), once it is stored.
+    file_id: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filename", clean_filename(self.filename))
@@ -63,12 +65,13 @@ class Attachment:
             object.__setattr__(self, "size", len(self.data))
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        found = {
             "filename": self.filename,
             "content_type": self.content_type,
             "size": self.size,
             "url": self.url,
         }
+        return found if self.file_id is None else {**found, "file_id": self.file_id}
 
 
 @dataclass(frozen=True)

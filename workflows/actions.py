@@ -1,7 +1,8 @@
-"""Prompt actions: reusable prompt templates run on a message, the thread, or given text.
+"""Prompt actions: reusable prompt templates run on a message, the thread, a file, or text.
 
 `/t NAME [key=value …] [text]` runs a saved action on the text (or, without text, on the
-message before the command; with the word `thread`, on the conversation so far). `/t try`
+file sent with the command, else on the message before it and its text files; with the
+word `thread`, on the conversation so far; with `attachment`, on the newest file). `/t try`
 runs a template without saving it; `/t save` keeps it. Every run is recorded with its
 input, output, model, tokens, cost and status.
 """
@@ -14,9 +15,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from bot import files
 from bot.commands import conversation_messages
 from bot.core import Core
 from bot.errors import UserFacingError
+from bot.messages import Attachment
 from bot.names import NAME
 from bot.router import is_command
 from bot.storage.models import Message, PromptAction, PromptActionRun
@@ -155,30 +158,68 @@ def _split(words: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 async def _source(core: Core, turn: Turn, rest: list[str]) -> str:
-    """The text to work on: given, the whole thread, or the message before the command."""
+    """The text to work on: given, the whole thread, an attached file, or (by default) the
+    file attached to the command, else the message before it with its text files."""
     if rest == ["thread"]:
         return await _thread(core, turn)
+    if rest == ["attachment"]:
+        return await _attachment(core, turn)
     if rest:
         return " ".join(rest)
-    async with core.sessions() as session:
-        earlier = (
-            await session.scalars(
-                select(Message.text)
-                .where(
-                    Message.conversation_id == turn.conversation_id,
-                    Message.direction == "in",
-                    Message.id < turn.message_id,
-                )
-                .order_by(Message.id.desc())
-                .limit(20)
-            )
-        ).all()
-    for text in earlier:
-        if not is_command(text.strip()):
-            return text
+    if turn.attachments:
+        return await _with_files(core, "", turn.attachments, strict=True)
+    for text, attached in await _earlier(core, turn):
+        if not is_command(text.strip()) and (text.strip() or attached):
+            return await _with_files(core, text, attached, strict=False)
     raise WorkflowError(
         "There is no message before this one to work on: add the text after the name."
     )
+
+
+async def _earlier(core: Core, turn: Turn) -> list[tuple[str, tuple[Attachment, ...]]]:
+    """The person's messages before this one, newest first, with their attachments."""
+    async with core.sessions() as session:
+        rows = await session.execute(
+            select(Message.text, Message.attachments)
+            .where(
+                Message.conversation_id == turn.conversation_id,
+                Message.direction == "in",
+                Message.id < turn.message_id,
+            )
+            .order_by(Message.id.desc())
+            .limit(20)
+        )
+        return [(text, tuple(Attachment(**a) for a in attached)) for text, attached in rows]
+
+
+async def _attachment(core: Core, turn: Turn) -> str:
+    """The newest file: attached to the command, or to one of the messages before it."""
+    if turn.attachments:
+        return await _with_files(core, "", turn.attachments[-1:], strict=True)
+    for _, attached in await _earlier(core, turn):
+        if attached:
+            return await _with_files(core, "", attached[-1:], strict=True)
+    raise WorkflowError("There is no attached file to work on: attach one to the command.")
+
+
+async def _with_files(
+    core: Core, text: str, attached: tuple[Attachment, ...], *, strict: bool
+) -> str:
+    """The text followed by each text file's content (other files refused when ``strict``,
+    else left out)."""
+    parts = [text] if text.strip() else []
+    for attachment in attached:
+        if not strict and not files.is_text(attachment):
+            continue
+        content = await files.text_of(core.autocommit, attachment)
+        parts.append(
+            content
+            if not parts and len(attached) == 1
+            else f"--- {attachment.filename} ---\n{content}"
+        )
+    if not parts:
+        raise WorkflowError("The message before has no text or text file to work on.")
+    return "\n\n".join(parts)
 
 
 async def _thread(core: Core, turn: Turn) -> str:

@@ -114,7 +114,7 @@ async def install_template(core: Core, name: str) -> str:
 
 
 ACTION_USAGE = (
-    '/t NAME [key=value …] [text|thread] | /t try "TEMPLATE" [text] | '
+    '/t NAME [key=value …] [text|thread|attachment] | /t try "TEMPLATE" [text] | '
     '/t save NAME "TEMPLATE" [model=…] [temperature=…] | /t history [NAME] | /t'
 )
 

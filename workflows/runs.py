@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import outbox
 from bot.conversation import conversation_for
 from bot.core import Core
+from bot.files import MAX_FILE
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
 from bot.turns import Reply, Turn
@@ -19,7 +20,7 @@ from workflows import store
 from workflows.engine import Engine
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
-from workflows.nodes.files import MAX_FILE, read_attachment
+from workflows.nodes.files import read_attachment
 from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
 

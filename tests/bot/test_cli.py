@@ -90,6 +90,18 @@ async def test_chat_with_a_persona(user_settings: Settings, llm: FakeLLM) -> Non
     assert "senior software engineer" in llm.requests[-1]["messages"][0]["content"]
 
 
+async def test_chat_sends_a_file_with_the_message(user_settings: Settings, llm: FakeLLM) -> None:
+    notes = user_settings.home / "notes.md"
+    notes.write_text("# Standup\n- Ann: demo ready")
+    action = '/t try "List owners in: {{ text }}"'
+    result = await switchboard(user_settings, "chat", "-m", action, "--file", str(notes))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "echo: List owners in: # Standup\n- Ann: demo ready"
+    missing = await switchboard(user_settings, "chat", "-m", "hi", "-f", "nope.txt")
+    assert missing.returncode == 2 and "cannot read nope.txt" in missing.stderr
+
+
 async def test_unknown_persona_exits_non_zero_with_a_clear_error(user_settings: Settings) -> None:
     result = await switchboard(user_settings, "chat", "--persona", "codr", "-m", "hi")
 

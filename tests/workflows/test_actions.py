@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.app import Runtime
-from bot.storage.models import PromptActionRun
+from bot.messages import Attachment
+from bot.storage.models import Message, PromptActionRun, StoredFile
 from tests.fakes.llm_server import FakeLLM
 from tests.support import reply_to
 
@@ -52,3 +53,36 @@ async def test_bad_actions_are_explained(runtime: Runtime) -> None:
         in (await reply_to(runtime, '/t try "{{ text.__class__ }}" hi')).text
     )
     assert "no message before this one" in (await reply_to(runtime, '/t try "{{ text }}"')).text
+
+
+NOTES = Attachment("notes.txt", "text/plain", data=b"- ship on Friday\n- Ann owns the demo")
+
+
+async def test_an_action_on_an_attached_file(runtime: Runtime, llm: FakeLLM) -> None:
+    """The file comes with the command, or was sent before; its content is kept once."""
+    sent = await reply_to(runtime, '/t try "Tasks in: {{ text }}"', attachments=(NOTES,))
+    assert sent.text == "echo: Tasks in: - ship on Friday\n- Ann owns the demo"
+
+    await reply_to(runtime, "here are the notes", attachments=(NOTES,))
+    before = await reply_to(runtime, '/t try "Tasks in: {{ text }}"')
+    assert before.text == (
+        "echo: Tasks in: here are the notes\n\n--- notes.txt ---\n"
+        "- ship on Friday\n- Ann owns the demo"
+    )
+    await reply_to(runtime, "and something else")
+    newest = await reply_to(runtime, '/t try "Only: {{ text }}" attachment')
+    assert newest.text == "echo: Only: - ship on Friday\n- Ann owns the demo"
+
+    async with runtime.core.sessions() as session:
+        assert len((await session.scalars(select(StoredFile))).all()) == 1
+        stored = await session.scalar(select(Message.attachments).where(Message.id == 1))
+    assert stored == [
+        {"filename": "notes.txt", "content_type": "text/plain", "size": 36, "url": "", "file_id": 1}
+    ]
+
+
+async def test_a_file_that_is_not_text_is_refused_plainly(runtime: Runtime) -> None:
+    assert "no attached file" in (await reply_to(runtime, '/t try "{{ text }}" attachment')).text
+    photo = Attachment("cat.png", "image/png", data=b"\x89PNG....")
+    refused = await reply_to(runtime, '/t try "Describe: {{ text }}"', attachments=(photo,))
+    assert refused.text.startswith("cat.png is image/png, not text: attach a text file")

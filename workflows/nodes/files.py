@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from bot.files import MAX_FILE, kind_of
 from bot.messages import Attachment
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
-
-MAX_FILE = 25 * 1024 * 1024
 
 
 class FileParams(Params):
@@ -51,5 +49,4 @@ def read_attachment(workspace: Path, name: str) -> Attachment:
         raise NodeFailed(f"there is no file {name!r} in this run's workspace to attach")
     if path.stat().st_size > MAX_FILE:
         raise NodeFailed(f"{name!r} is larger than 25 MB; platforms refuse such attachments")
-    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Attachment(path.name, kind, data=path.read_bytes())
+    return Attachment(path.name, kind_of(path.name), data=path.read_bytes())

@@ -1,0 +1,108 @@
+"""Files people send: kept once per content in Postgres, read back as bytes or as text.
+
+An adapter hands over a received file's bytes in ``Attachment.data``; ``keep`` stores them
+while the message is persisted (before the platform is acknowledged), and the message keeps
+only the metadata with a ``file_id``. Workers on any machine read the content back from the
+database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.errors import UserFacingError
+from bot.messages import Attachment
+from bot.storage.models import StoredFile
+
+MAX_FILE = 25 * 1024 * 1024  # what chat platforms accept; larger files are refused
+TEXT_TYPES = (
+    "application/json",
+    "application/xml",
+    "application/yaml",
+    "application/x-yaml",
+    "application/csv",
+    "application/javascript",
+    "application/x-sh",
+    "application/sql",
+)
+
+
+def kind_of(filename: str, declared: str = "") -> str:
+    """A file's content type: the one declared unless it is missing or the generic one, else
+    a guess from its name."""
+    declared = declared.strip()
+    if declared and declared.split(";")[0].strip().lower() != "application/octet-stream":
+        return declared
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+async def keep(conn: AsyncConnection, attachments: Sequence[Attachment]) -> tuple[Attachment, ...]:
+    """The attachments with their inline content stored (and dropped from the object)."""
+    kept = []
+    for attachment in attachments:
+        if not attachment.data:
+            kept.append(attachment)
+            continue
+        if len(attachment.data) > MAX_FILE:
+            raise UserFacingError(
+                f"{attachment.filename} is larger than 25 MB; send a smaller file or a link."
+            )
+        file_id = await conn.scalar(
+            _KEEP,
+            {
+                "sha256": hashlib.sha256(attachment.data).hexdigest(),
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": len(attachment.data),
+                "data": attachment.data,
+            },
+        )
+        kept.append(replace(attachment, data=b"", size=len(attachment.data), file_id=file_id))
+    return tuple(kept)
+
+
+_INSERT = insert(StoredFile).values(
+    {name: bindparam(name) for name in ("sha256", "filename", "content_type", "size", "data")}
+)
+# The same content sent twice is stored once; DO UPDATE (of nothing) so RETURNING answers.
+_KEEP = _INSERT.on_conflict_do_update(
+    index_elements=["sha256"], set_={"sha256": _INSERT.excluded.sha256}
+).returning(StoredFile.id)
+
+
+async def content(engine: AsyncEngine, attachment: Attachment) -> bytes:
+    """A file's bytes: inline, or from the files table."""
+    if attachment.data:
+        return attachment.data
+    if attachment.file_id is not None:
+        async with engine.connect() as conn:
+            data = await conn.scalar(
+                select(StoredFile.data).where(StoredFile.id == attachment.file_id)
+            )
+        if data is not None:
+            return bytes(data)
+    raise UserFacingError(
+        f"I cannot open {attachment.filename}: its content was not kept. Send it again."
+    )
+
+
+def is_text(attachment: Attachment) -> bool:
+    kind = attachment.content_type.split(";")[0].strip().lower()
+    return kind.startswith("text/") or kind in TEXT_TYPES or kind.endswith(("+json", "+xml"))
+
+
+async def text_of(engine: AsyncEngine, attachment: Attachment) -> str:
+    """A text file's content; other kinds are refused with what would work."""
+    if not is_text(attachment):
+        raise UserFacingError(
+            f"{attachment.filename} is {attachment.content_type}, not text: attach a text file "
+            "(.txt, .md, .csv, .json, …) or paste the text."
+        )
+    return (await content(engine, attachment)).decode("utf-8", errors="replace")
