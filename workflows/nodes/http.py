@@ -140,9 +140,14 @@ async def _request(
         json=params.json_,
         allow_redirects=False,
     ) as response:
-        raw, _ = await read_limited(response, MAX_BODY)
+        raw, cut = await read_limited(response, MAX_BODY)
         text = raw.decode(response.charset or "utf-8", errors="replace")
-        output = {"status": response.status, "headers": dict(response.headers), "body": _body(text)}
+        output = {
+            "status": response.status,
+            "headers": dict(response.headers),
+            "body": text if cut else _body(text),  # a cut JSON document is no longer JSON
+            "truncated": cut,  # the body was longer than 5 MB: only its start is here
+        }
         if response.status not in params.expect:
             retryable = response.status == 429 or response.status >= 500
             raise NodeFailed(
