@@ -42,7 +42,9 @@ async def answer(
 ) -> Answer:
     """The persona's reply to ``messages``, calling its tools as its model asks."""
     talk = [dict(m) for m in messages]
-    offered = core.tools.schemas(persona.tools) if persona.tools else None
+    # Only tools this installation has: a persona stored by an older version may list more.
+    known = [name for name in persona.tools if name in core.tools]
+    offered = core.tools.schemas(known) if known else None
     used: list[Completion] = []
     calls = 0
     for round_ in range(MAX_ROUNDS + 1):
