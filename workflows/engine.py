@@ -280,6 +280,7 @@ class Engine:
             workspace=self.workspace(run),
             ref=run.ref,
             timeout=run.spec.limits.node_timeout,
+            call_key=_call_key(run, node.id),
             post=post,
         )
 
@@ -304,6 +305,11 @@ class Engine:
             },
             "now": datetime.now(UTC),
         }
+
+
+def _call_key(run: RunState, node_id: str) -> str:
+    started = int(run.started_at.timestamp() * 1000) if run.started_at else 0
+    return f"run-{run.id}-{started}-{node_id}"
 
 
 def _all_pure(wave: list[NodeSpec]) -> bool:

@@ -1,5 +1,5 @@
-"""A worker killed with SIGKILL while replies are pending: after a restart every inbound
-message has exactly one reply — none lost, none twice."""
+"""A worker killed with SIGKILL while replies or workflow runs are pending: after a restart
+every inbound message has exactly one reply and every run finishes — none lost, none twice."""
 
 from __future__ import annotations
 
@@ -10,25 +10,28 @@ import sys
 import time
 from pathlib import Path
 
+from aiohttp import web
 from sqlalchemy import func, select
 
 from bot.app import Runtime
 from bot.config import Settings
 from bot.messages import ConversationRef
-from bot.storage.models import Message, Outbox
+from bot.storage.models import Message, Outbox, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
-from tests.support import cli_env, delivered, say
+from tests.support import cli_env, delivered, say, serve
+from workflows import runs, store
 
 MESSAGES = 24
 JOB_TIMEOUT = 300  # a dead worker's jobs must come back by its heartbeat, not this
 
 
-def _worker(settings: Settings) -> subprocess.Popen[bytes]:
+def _worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
     env = cli_env(
         settings,
         SWITCHBOARD_JOB_TIMEOUT=str(JOB_TIMEOUT),
         SWITCHBOARD_MAX_JOBS="4",
         SWITCHBOARD_LOG_LEVEL="WARNING",
+        **extra,
     )
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "worker"], env=env, cwd=Path(__file__).parents[2]
@@ -95,3 +98,114 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     assert sorted(r[0] for r in replies) == sorted(s.message_id for s in sent)
     assert {r[1] for r in replies} == {1}
     assert sorted(await _shown(runtime)) == sorted(s.message_id for s in sent)
+
+
+CRASHY = """
+name: crashy
+inputs:
+  n: {type: integer}
+  base: {type: string}
+nodes:
+  notify: {type: http, method: POST, url: "{{ base }}/hook", json: {n: "{{ n }}"}}
+  think:  {type: llm, needs: [notify], prompt: "think about {{ n }}"}
+  post:   {type: reply, needs: [think], text: "run {{ n }}: {{ think }}"}
+"""
+RUNS = 8
+
+
+async def test_a_workflow_run_resumes_after_its_worker_is_killed(
+    runtime: Runtime, settings: Settings, llm: FakeLLM
+) -> None:
+    """Runs are killed mid-way: each resumes after its last finished node. A POST that had
+    finished is not sent again; every request of one node carries one Idempotency-Key; each
+    run replies exactly once."""
+    keys: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        return web.json_response({"ok": True})
+
+    llm.latency = 0.4
+    async with runtime.core.sessions.begin() as session:
+        await store.save(session, CRASHY, origin="test")
+    async with serve(web.post("/hook", hook)) as base:
+        ids = [
+            (
+                await runs.start(
+                    runtime.core,
+                    "crashy",
+                    {"n": i, "base": base},
+                    trigger="shell",
+                    ref=CHATS[i % 4],
+                )
+            )[0]
+            for i in range(RUNS)
+        ]
+
+        async def some_thinking() -> bool:
+            return len(await _steps(runtime, "think", "running")) >= 2
+
+        env = {"SWITCHBOARD_WORKFLOW_HTTP_ALLOW": '["127.0.0.0/8"]'}
+        first = _worker(settings, **env)
+        try:
+            await _wait_for(some_thinking, 60)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        notified = await _steps(runtime, "notify", "succeeded")
+        interrupted = await _steps(runtime, "think", "running")
+        posts_before = list(keys)
+
+        async def all_done() -> bool:
+            async with runtime.core.sessions() as session:
+                done = await session.scalar(
+                    select(func.count())
+                    .select_from(WorkflowRun)
+                    .where(WorkflowRun.status == "succeeded")
+                )
+            return done == RUNS
+
+        second = _worker(settings, **env)
+        try:
+            await _wait_for(all_done, 60)
+            await _wait_for(lambda: _replies_shown(runtime, RUNS), 30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+
+    assert interrupted, "no run was cut off mid-way"
+    key_of = {run_id: f"switchboard-run-{run_id}-" for run_id in ids}
+    for run_id in notified:  # finished before the kill: never sent again
+        assert sum(k.startswith(key_of[run_id]) for k in keys) == 1
+    for run_id in ids:  # at least once, and always under one key
+        sent = {k for k in keys if k.startswith(key_of[run_id])}
+        assert len(sent) == 1, (run_id, keys)
+    assert len(keys) >= len(posts_before) and set(posts_before) <= set(keys)
+    async with runtime.core.sessions() as session:
+        attempts = dict(
+            (
+                await session.execute(
+                    select(WorkflowStep.run_id, WorkflowStep.attempts).where(
+                        WorkflowStep.node_id == "think"
+                    )
+                )
+            ).all()
+        )
+    assert all(attempts[run_id] == 2 for run_id in interrupted)
+    shown = [out.text for ref in CHATS for out in await delivered(runtime, ref)]
+    assert sorted(shown) == sorted(f"run {i}: echo: think about {i}" for i in range(RUNS))
+
+
+async def _steps(runtime: Runtime, node_id: str, status: str) -> set[int]:
+    async with runtime.core.sessions() as session:
+        rows = await session.scalars(
+            select(WorkflowStep.run_id).where(
+                WorkflowStep.node_id == node_id, WorkflowStep.status == status
+            )
+        )
+        return set(rows)
+
+
+async def _replies_shown(runtime: Runtime, expected: int) -> bool:
+    shown = [len(await delivered(runtime, ref)) for ref in CHATS]
+    return sum(shown) >= expected

@@ -35,6 +35,9 @@ class NodeContext:
     workspace: Path
     ref: ConversationRef | None
     timeout: float
+    # Names this node of this run across retries and resumptions, and apart from any other
+    # run (even one with the same id in a database made anew): for idempotency keys.
+    call_key: str
     # Posts a message into the run's conversation (or a named one) through the outbox.
     post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
 

@@ -97,7 +97,11 @@ async def _call(ctx: NodeContext, params: HTTPParams) -> NodeResult:
     except OSError as exc:  # the name does not resolve (now)
         raise NodeFailed(f"cannot find {host}: {exc}", retryable=True) from exc
     timeout = aiohttp.ClientTimeout(total=ctx.timeout)
-    headers = {**params.headers, **await _auth_headers(ctx, params.auth)}
+    headers = {
+        **_idempotency(ctx, params),
+        **params.headers,
+        **await _auth_headers(ctx, params.auth),
+    }
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -106,6 +110,15 @@ async def _call(ctx: NodeContext, params: HTTPParams) -> NodeResult:
         raise NodeFailed(exc.text) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise NodeFailed(f"{params.method} {params.url} failed: {exc}", retryable=True) from exc
+
+
+def _idempotency(ctx: NodeContext, params: HTTPParams) -> dict[str, str]:
+    """A request that changes something carries the same ``Idempotency-Key`` each time this
+    node of this run sends it (a retry, or a run resumed after a crash), so an API that
+    honours the header acts once. A key given in ``headers`` wins."""
+    if params.method in ("GET", "HEAD"):
+        return {}
+    return {"Idempotency-Key": f"switchboard-{ctx.call_key}"}
 
 
 async def _auth_headers(ctx: NodeContext, auth: Auth | None) -> dict[str, str]:
