@@ -67,7 +67,8 @@ def audit(
                 actor = f"run:{run}/" if run is not None else None
                 events = await log.recent(session, limit=limit, subject=tool, actor=actor)
             if not events:
-                typer.echo("No tool calls recorded yet.")
+                filtered = tool is not None or run is not None
+                typer.echo("Nothing recorded matches." if filtered else "Nothing recorded yet.")
             for event in reversed(events):
                 typer.echo(log.line(event))
 

@@ -276,7 +276,7 @@ async def test_tools_are_listed_and_their_calls_shown_in_the_audit_log(
     assert unknown.returncode == 1 and "Did you mean 'calculate'?" in unknown.stderr
 
     empty = await switchboard(user_settings, "audit")
-    assert empty.stdout.strip() == "No tool calls recorded yet."
+    assert empty.stdout.strip() == "Nothing recorded yet."
     source = "name: sum\nnodes:\n  add: {type: tool, tool: calculate, args: {expression: 2+3}}\n"
     path = user_settings.home / "sum.yaml"
     path.write_text(source)
@@ -286,3 +286,5 @@ async def test_tools_are_listed_and_their_calls_shown_in_the_audit_log(
     audit = await switchboard(user_settings, "audit", "--run", "1")
     [line] = audit.stdout.splitlines()
     assert "run:1/add  tool calculate  ok" in line and '{"expression": "2+3"}' in line
+    other = await switchboard(user_settings, "audit", "--tool", "read_webpage")
+    assert other.stdout.strip() == "Nothing recorded matches."
