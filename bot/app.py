@@ -184,19 +184,20 @@ async def run_up(
 
 
 ReadyHook = Callable[[str, Runtime], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.asynccontextmanager
 async def _stop_signals() -> AsyncIterator[asyncio.Event]:
-    """An event set by SIGINT or SIGTERM, installed before anything starts."""
+    """An event set by SIGINT, SIGTERM or SIGHUP, installed before anything starts."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.set)
     try:
         yield stopping
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -141,19 +144,61 @@ async def _converse(
 ) -> bool:
     if message is not None:
         return await _one(chat, message, attachments)
+    read = await _line_reader()
     typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
     tail = asyncio.create_task(_show_unprompted(chat), name="switchboard-tail")
     try:
         while True:
-            try:
-                line = await asyncio.to_thread(input, "you> ")
-            except EOFError:
+            line = await read("you> ")
+            if line is None:
                 typer.echo("")
                 return True
             if line.strip():
                 await _one(chat, line)
     finally:
         tail.cancel()
+
+
+LineReader = Callable[[str], Awaitable[str | None]]
+
+
+async def _line_reader() -> LineReader:
+    """Reads lines from the terminal (None at its end) so that a stopped chat (SIGTERM, a
+    closed terminal) exits at once instead of waiting for the next Enter: a terminal is read
+    with input() (line editing) in a daemon thread, a pipe through the event loop."""
+    loop = asyncio.get_running_loop()
+    if sys.stdin.isatty():
+
+        async def from_terminal(prompt: str) -> str | None:
+            answer: asyncio.Future[str | None] = loop.create_future()
+
+            def read() -> None:
+                try:
+                    line: str | None = input(prompt)
+                except (EOFError, OSError):
+                    line = None
+                with contextlib.suppress(RuntimeError):  # the chat ended: nobody waits
+                    loop.call_soon_threadsafe(_settle, answer, line)
+
+            threading.Thread(target=read, name="switchboard-input", daemon=True).start()
+            return await answer
+
+        return from_terminal
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def from_pipe(prompt: str) -> str | None:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        line = await reader.readline()
+        return line.decode(errors="replace").rstrip("\n") if line else None
+
+    return from_pipe
+
+
+def _settle(future: asyncio.Future[str | None], value: str | None) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 async def _show_unprompted(chat: LocalChat) -> None:

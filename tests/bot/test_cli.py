@@ -191,6 +191,27 @@ async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
     assert code == 0
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+async def test_a_chat_waiting_for_input_stops_at_once_on_a_signal(
+    user_settings: Settings, stop: signal.Signals
+) -> None:
+    """A closed terminal or a `kill` ends the chat now, cleaning up, not at the next Enter."""
+    chat = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "chat",
+        env=cli_env(user_settings),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,  # kept open: the chat waits for a line
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.wait_for(_read_until(chat, b"Ctrl+D to leave."), 30)
+    chat.send_signal(stop)
+    assert await asyncio.wait_for(chat.wait(), 10) == 143
+
+
 async def _read_until(process: asyncio.subprocess.Process, marker: bytes) -> str:
     assert process.stdout is not None
     seen = b""
