@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -36,7 +36,7 @@ from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVers
 from workflows.errors import WorkflowError
 from workflows.spec import WorkflowSpec
 from workflows.state import RunState, StepState
-from workflows.validate import load
+from workflows.validate import parse, read
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ class Saved:
 
 async def save(session: AsyncSession, source: str, *, origin: str) -> Saved:
     """Validate ``source`` and store it as the workflow's next version (unless unchanged)."""
-    spec = load(source, source=origin)
-    document = yaml.safe_load(source)
+    spec, document = read(source, source=origin)
     workflow = await session.scalar(select(Workflow).where(Workflow.name == spec.name))
     if workflow is None:
         workflow = Workflow(name=spec.name, version=0)
@@ -436,19 +435,12 @@ _SAVE_RUN = (
     .add_cte(_SAVE_STEPS.cte("written_steps"))
 )
 
-# Parsing a document costs more than reading it: keep parsed ones, keyed by their text.
-_SPECS: dict[str, WorkflowSpec] = {}
 
-
+@functools.lru_cache(maxsize=256)  # parsing a document costs more than reading it
 def spec_of(source: str) -> WorkflowSpec:
     """A stored version's document. Parsed from its text, not the JSONB copy: JSONB does not
     keep key order, and the order of inputs matters (free text fills the first open one)."""
-    spec = _SPECS.get(source)
-    if spec is None:
-        if len(_SPECS) > 256:
-            _SPECS.clear()
-        spec = _SPECS[source] = WorkflowSpec.model_validate(yaml.safe_load(source))
-    return spec
+    return WorkflowSpec.model_validate(parse(source))
 
 
 def _state(run: Any, spec: WorkflowSpec, steps: list[StepState]) -> RunState:

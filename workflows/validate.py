@@ -97,10 +97,23 @@ def load(
     text: str, *, source: str = "<workflow>", node_types: Mapping[str, NodeType] | None = None
 ) -> WorkflowSpec:
     """The spec a YAML or JSON document describes, or ``WorkflowInvalid`` naming every problem."""
-    spec, problems = _load(text, source, node_types)
+    return read(text, source=source, node_types=node_types)[0]
+
+
+def read(
+    text: str, *, source: str = "<workflow>", node_types: Mapping[str, NodeType] | None = None
+) -> tuple[WorkflowSpec, dict[str, Any]]:
+    """The spec and the parsed document it came from (parsed once), or ``WorkflowInvalid``."""
+    spec, data, problems = _load(text, source, node_types)
     if spec is None or problems:
         raise WorkflowInvalid(problems)
-    return spec
+    assert isinstance(data, dict)
+    return spec, data
+
+
+def parse(text: str) -> Any:
+    """The data of a YAML or JSON document (stored versions: already validated)."""
+    return _parse(text)[1]
 
 
 def validate_file(path: Path, *, node_types: Mapping[str, NodeType] | None = None) -> list[Problem]:
@@ -109,7 +122,7 @@ def validate_file(path: Path, *, node_types: Mapping[str, NodeType] | None = Non
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [Problem(str(path), None, "", f"cannot read the file: {exc}")]
-    return _load(text, str(path), node_types)[1]
+    return _load(text, str(path), node_types)[2]
 
 
 def check(
@@ -147,30 +160,38 @@ def _path_of(loc: Iterable[str | int]) -> str:
 
 def _load(
     text: str, source: str, node_types: Mapping[str, NodeType] | None
-) -> tuple[WorkflowSpec | None, list[Problem]]:
+) -> tuple[WorkflowSpec | None, Any, list[Problem]]:
     try:
         root, data = _parse(text)
         where, problems = _positions(root, source)
     except yaml.YAMLError as exc:
-        return None, [_yaml_problem(exc, source)]
+        return None, None, [_yaml_problem(exc, source)]
     if not isinstance(data, dict):
-        return None, [where.problem("", "expected a mapping with at least name and nodes")]
+        return None, data, [where.problem("", "expected a mapping with at least name and nodes")]
     spec, schema_problems = _validate(data, where)
     if spec is not None:
         schema_problems += check(spec, where, node_types=node_types)
-    return spec, _in_order(problems + schema_problems)
+    return spec, data, _in_order(problems + schema_problems)
 
 
 def _parse(text: str) -> tuple[yaml.Node | None, Any]:
-    """The node graph (for lines) and the data of a YAML or JSON document."""
+    """The node graph (for lines) and the data of a YAML or JSON document, read once."""
     try:
-        return yaml.compose(text), yaml.safe_load(text)
+        return _compose(text)
     except yaml.YAMLError:
         if not _is_json(text):
             raise
     # YAML refuses tab indentation, which JSON allows; JSON strings cannot hold a raw tab.
-    spaced = text.replace("\t", " ")
-    return yaml.compose(spaced), yaml.safe_load(spaced)
+    return _compose(text.replace("\t", " "))
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
 
 
 def _is_json(text: str) -> bool:

@@ -475,3 +475,12 @@ async def test_files_a_run_makes_come_with_its_last_message(runtime: Runtime) ->
     [attached] = done.attachments
     assert (attached.filename, attached.content_type) == ("notes.txt", "text/plain")
     assert attached.data == b"remember the milk"
+
+
+async def test_a_json_document_indented_with_tabs_is_saved_and_runs(runtime: Runtime) -> None:
+    """Validated, stored and run from one parser: JSON may indent with tabs, YAML may not."""
+    source = '{\n\t"name": "tabbed",\n\t"nodes": {"hi": {"type": "template", "text": "ok"}}\n}\n'
+    assert (await _save(runtime, source)).version == 1
+    run_id, _ = await runs.start(runtime.core, "tabbed", {}, trigger="shell")
+    await drain(runtime)
+    assert (await _run(runtime, run_id)).output == "ok"
