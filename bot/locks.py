@@ -1,4 +1,5 @@
-"""Per-conversation locks in Postgres: one holder at a time, released if the holder dies."""
+"""Locks in Postgres (per conversation, per workflow run): one holder at a time, released
+if the holder dies."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import AsyncIterator
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# The first key of pg_advisory_lock(int, int): what is locked; the second: the conversation.
+# The first key of pg_advisory_lock(int, int): what is locked; the second: which one (a
+# conversation, a run). Postgres shows them in pg_locks as classid and objid.
 HANDLING = 0x5B01
 DELIVERING = 0x5B02
+ADVANCING = 0x5B03  # a workflow run being advanced by a worker
 
 
 @contextlib.asynccontextmanager

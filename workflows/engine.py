@@ -51,7 +51,10 @@ class Engine:
     progress: Progress | None = None  # a long run's status line, updated in place
 
     async def advance(self, run_id: int) -> RunState:
-        run = await self.store.load(run_id)
+        return await self.proceed(await self.store.load(run_id))
+
+    async def proceed(self, run: RunState) -> RunState:
+        """Advance a run already read."""
         if run.status in FINAL_RUN:
             return run
         await self._start(run)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import column, delete, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import outbox
+from bot import locks, outbox
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
@@ -25,10 +25,11 @@ from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
 
 RUN_WORKFLOW = "run_workflow"
+BUSY_RETRY = timedelta(seconds=2)  # when another worker is advancing the run
 MAX_ATTACHED = 10  # files of a run attached to its last message
 
 
-def run_job_id(run_id: int, turn: int = 0) -> str:
+def run_job_id(run_id: int, turn: int | str = 0) -> str:
     return f"run:{run_id}:{turn}"
 
 
@@ -99,7 +100,7 @@ async def _who(session: AsyncSession, user_id: int | None) -> tuple[str | None, 
     return role, {f"{channel}:{external}" for channel, external in rows}
 
 
-def engine(core: Core) -> Engine:
+def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
     async def wake(run: RunState, when: datetime) -> None:
         await core.queue.enqueue(
             RUN_WORKFLOW, run.id, job_id=run_job_id(run.id, int(when.timestamp())), defer_until=when
@@ -121,7 +122,7 @@ def engine(core: Core) -> Engine:
 
     return Engine(
         core,
-        store.PostgresRunStore(core.autocommit),
+        kept or store.PostgresRunStore(core.autocommit),
         post,
         wake,
         workspace_root(core),
@@ -134,8 +135,20 @@ def workspace_root(core: Core) -> Path:
 
 
 async def advance(core: Core, run_id: int) -> RunState:
-    """Run as far as the run can go, then tell the conversation how it ended."""
-    run = await engine(core).advance(run_id)
+    """Run as far as the run can go, then tell the conversation how it ended.
+
+    One worker at a time advances a run (a resumed run may also be queued by the sweep, a
+    timer and an answer may come together). A job that finds it taken comes back shortly
+    rather than being dropped: the holder may be parking the run just as this job's reason
+    to resume it arrived."""
+    kept = store.PostgresRunStore(core.autocommit)
+    async with kept.claim(run_id) as claimed:
+        if claimed is None:
+            when = datetime.now(UTC) + BUSY_RETRY
+            job_id = run_job_id(run_id, f"busy{int(when.timestamp())}")
+            await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=job_id, defer_until=when)
+            return await kept.load(run_id)
+        run = await engine(core, kept).proceed(claimed)
     if run.status in FINAL_RUN:
         await _announce(core, run)
     return run
@@ -301,23 +314,33 @@ async def recent(core: Core, limit: int = 10) -> list[str]:
 
 
 async def sweep(core: Core) -> int:
-    """Queue runs whose job was lost, and waiting runs whose timer is due."""
-    from datetime import UTC, timedelta
-
+    """Queue runs whose job was lost, and waiting runs whose timer is due. A run a worker is
+    advancing right now (it holds the run's lock) is left alone."""
     stale = datetime.now(UTC) - timedelta(seconds=30)
+    held = table("pg_locks", column("locktype"), column("classid"), column("objid"))
+    advancing = (
+        select(held.c.objid)
+        .where(
+            held.c.locktype == "advisory",
+            held.c.classid == literal_column(str(locks.ADVANCING)),
+            literal_column("objid::bigint") == store.lock_key(WorkflowRun.id),
+        )
+        .exists()
+    )
     async with core.sessions() as session:
         ids = (
             await session.scalars(
                 select(WorkflowRun.id).where(
                     (
-                        (WorkflowRun.status.in_(("queued", "running")))
+                        WorkflowRun.status.in_(("queued", "running"))
                         & (WorkflowRun.created_at < stale)
+                        & ~advancing
                     )
                     | (
                         (WorkflowRun.status == "waiting")
                         & (WorkflowRun.wait_until < datetime.now(UTC))
                     )
-                )
+                ),
             )
         ).all()
     queued = [await core.queue.enqueue(RUN_WORKFLOW, i, job_id=run_job_id(i)) for i in ids]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Integer,
     String,
     Text,
     bindparam,
@@ -29,8 +31,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from bot import locks
 from bot.messages import ConversationRef
 from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVersion
 from workflows.errors import WorkflowError
@@ -307,14 +310,48 @@ class PostgresRunStore:
 
     Each write is one statement on an autocommit connection (no BEGIN/COMMIT round trips),
     and at most ``writers`` run at once so a wide fan-out stays within the connection pool.
+    Inside ``claim`` every read and write goes through the one connection holding the run.
     """
 
     def __init__(self, engine: AsyncEngine, *, writers: int = 8) -> None:
         self.engine = engine  # an autocommit engine (Core.autocommit)
         self.writers = asyncio.Semaphore(writers)
+        self._held: AsyncConnection | None = None
+        self._released = False  # the held run's lock, let go by its last write
+        self._one_at_a_time = asyncio.Lock()  # statements on the held connection
+
+    @contextlib.asynccontextmanager
+    async def claim(self, run_id: int) -> AsyncIterator[RunState | None]:
+        """The run, held by this worker while the block runs; None when another worker holds
+        it. The hold is a Postgres advisory lock on a connection of its own, taken by the
+        statement that reads the run (no round trip of its own) and gone with the
+        connection if the worker dies."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_CLAIM, {"run_id": run_id, **_ADVANCING})).one_or_none()
+            if row is None:
+                raise WorkflowError(f"There is no run #{run_id}.")
+            if not row.mine:
+                yield None
+                return
+            self._held, self._released = conn, False
+            try:
+                yield _state(row, spec_of(row.source), [_step(s) for s in row.step_rows])
+            finally:
+                self._held = None
+                if not self._released:
+                    await conn.execute(_RELEASE, {"run_id": run_id, **_ADVANCING})
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        if self._held is not None:
+            async with self._one_at_a_time:
+                yield self._held
+        else:
+            async with self.writers, self.engine.connect() as conn:
+                yield conn
 
     async def load(self, run_id: int) -> RunState:
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             row = (await conn.execute(_LOAD, {"run_id": run_id})).one_or_none()
         if row is None:
             raise WorkflowError(f"There is no run #{run_id}.")
@@ -323,13 +360,19 @@ class PostgresRunStore:
     async def save_run(self, run: RunState, steps: Sequence[StepState] = ()) -> None:
         values = {name: getattr(run, name) for name in _RUN_FIELDS}
         params = {"run_id": run.id, **values, "steps": run.step_count, "rows": _rows(steps)}
-        async with self.writers, self.engine.connect() as conn:
-            kept = await conn.scalar(_SAVE_RUN, params)
+        # A run that ends or parks is let go by the same statement that says so.
+        letting_go = self._held is not None and run.status != "running"
+        async with self._connection() as conn:
+            if letting_go:
+                kept = (await conn.execute(_SAVE_RUN_RELEASE, {**params, **_ADVANCING})).first()
+                self._released = kept is not None
+            else:
+                kept = await conn.scalar(_SAVE_RUN, params)
         if kept is None:
             run.status = "cancelled"  # cancelled while this wave ran: the cancel wins
 
     async def save_steps(self, run: RunState, steps: Sequence[StepState]) -> None:
-        async with self.writers, self.engine.connect() as conn:
+        async with self._connection() as conn:
             await conn.execute(_SAVE_STEPS, {"run_id": run.id, "rows": _rows(steps)})
 
 
@@ -398,6 +441,21 @@ _LOAD = (
     .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
     .where(WorkflowRun.id == bindparam("run_id"))
 )
+# A run's advisory lock: pg_advisory_lock(ADVANCING, run key), the key being the run id
+# folded into the int4 the two-key form takes (pg_locks shows it as objid).
+_ADVANCING = {"purpose": locks.ADVANCING}
+
+
+def lock_key(run_id: Any) -> Any:
+    return cast(run_id % 2147483648, Integer)
+
+
+_CLAIM = _LOAD.add_columns(
+    func.pg_try_advisory_lock(bindparam("purpose"), lock_key(WorkflowRun.id)).label("mine")
+)
+_RELEASE = select(
+    func.pg_advisory_unlock(bindparam("purpose"), lock_key(bindparam("run_id", type_=BigInteger)))
+)
 _TIMES = ("wait_until", "started_at", "finished_at")
 
 
@@ -433,6 +491,9 @@ _SAVE_RUN = (
     .values({name: bindparam(name) for name in (*_RUN_FIELDS, "steps")})
     .returning(WorkflowRun.id)
     .add_cte(_SAVE_STEPS.cte("written_steps"))
+)
+_SAVE_RUN_RELEASE = _SAVE_RUN.returning(
+    func.pg_advisory_unlock(bindparam("purpose"), lock_key(WorkflowRun.id))
 )
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 
 from bot.app import Runtime
 from bot.conversation import receive
@@ -484,3 +484,30 @@ async def test_a_json_document_indented_with_tabs_is_saved_and_runs(runtime: Run
     run_id, _ = await runs.start(runtime.core, "tabbed", {}, trigger="shell")
     await drain(runtime)
     assert (await _run(runtime, run_id)).output == "ok"
+
+
+async def test_one_worker_at_a_time_advances_a_run(runtime: Runtime, llm: FakeLLM) -> None:
+    """While a run is held, another job for it neither advances it nor is dropped, and the
+    sweep leaves it alone; once free, it is advanced once."""
+    await _save(runtime, DRAFT)
+    run_id, _ = await runs.start(runtime.core, "draft", {"topic": "owls"}, trigger="shell", ref=REF)
+    lost = (runtime.core.settings.queue_name, f"arq:job:{runs.run_job_id(run_id)}")
+    await runtime.redis.delete(*lost)  # its job was lost
+    async with runtime.core.sessions.begin() as session:
+        await session.execute(
+            update(WorkflowRun).values(
+                status="running", created_at=func.now() - text("interval '1 hour'")
+            )
+        )
+    holder = store.PostgresRunStore(runtime.core.autocommit)
+    async with holder.claim(run_id) as held:
+        assert held is not None
+        assert await runs.sweep(runtime.core) == 0
+        assert (await runs.advance(runtime.core, run_id)).status == "running"
+        assert llm.requests == []
+        busy = await runtime.redis.zrangebyscore(runtime.core.settings.queue_name, "-inf", "+inf")
+        assert any(b"busy" in job for job in busy)
+    assert await runs.sweep(runtime.core) == 1
+    await drain(runtime)
+    assert (await _run(runtime, run_id)).status == "succeeded"
+    assert len(llm.requests) == 3
