@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from bot import replies
 from bot.errors import UserFacingError
+from bot.names import closest
 from bot.turns import Reply, Turn
 
 if TYPE_CHECKING:
@@ -48,9 +48,9 @@ class CommandRegistry:
         return [(c.usage, c.summary) for c in sorted(self.commands.values(), key=lambda c: c.name)]
 
     def closest(self, name: str) -> str | None:
-        found = difflib.get_close_matches(name, self.commands, n=1, cutoff=0.5)
+        found = closest(name, self.commands, cutoff=0.5)
         if found:
-            return found[0]
+            return found
         prefixed = [known for known in self.commands if known.startswith(name[:2])]
         return prefixed[0] if name and len(prefixed) == 1 else None
 

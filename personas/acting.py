@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.core import Core
@@ -97,17 +97,8 @@ def _asked(completion: Completion) -> dict[str, Any]:
 async def _result(
     core: Core, persona: Persona, call: ToolCall, caller: ToolContext
 ) -> dict[str, Any]:
-    ctx = ToolContext(
-        core=core,
-        user_id=caller.user_id,
-        persona=persona.name,
-        conversation_id=caller.conversation_id,
-        run_id=caller.run_id,
-        node_id=caller.node_id,
-        idempotency_key=f"{caller.idempotency_key}:{call.id}" if caller.idempotency_key else None,
-        workspace=caller.workspace,
-        timeout=caller.timeout,
-    )
+    key = f"{caller.idempotency_key}:{call.id}" if caller.idempotency_key else None
+    ctx = replace(caller, persona=persona.name, idempotency_key=key)
     try:
         if call.name not in persona.tools:
             raise await core.tools.refuse(

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.names import check_name
+from bot.values import problems
 
 LIBRARY = Path(__file__).parent / "library"
 
@@ -58,10 +59,7 @@ def load_file(path: Path) -> PersonaSpec:
     try:
         return PersonaSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise PersonaSpecError(f"{path}: {problems}") from exc
+        raise PersonaSpecError(f"{path}: {problems(exc)}") from exc
 
 
 def discover(config_dir: Path) -> tuple[dict[str, tuple[PersonaSpec, Path]], list[str]]:

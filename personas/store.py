@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -12,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import replies
 from bot.errors import UserFacingError
+from bot.names import closest
 from bot.storage.models import Persona
 from personas.spec import PersonaSpec, discover
 
@@ -44,10 +43,7 @@ async def by_name(session: AsyncSession, name: str) -> Persona:
     persona = await session.scalar(select(Persona).where(Persona.name == name.lower()))
     if persona is None:
         known = await names(session)
-        raise UserFacingError(replies.unknown_persona(name, known, closest(name, known)))
+        raise UserFacingError(
+            replies.unknown_persona(name, known, closest(name.lower(), known, cutoff=0.5))
+        )
     return persona
-
-
-def closest(name: str, known: Sequence[str]) -> str | None:
-    found = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
-    return found[0] if found else None

@@ -10,7 +10,6 @@ Timers and approvals park the run as ``waiting`` and give the worker back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from bot.core import Core
 from bot.messages import Attachment, ConversationRef
+from bot.values import jsonable, problems
 from workflows.errors import NodeFailed, WorkflowError
 from workflows.expressions import evaluate, render
 from workflows.nodes import NODE_TYPES
@@ -167,7 +167,7 @@ class Engine:
     async def _finish(self, run: RunState) -> None:
         variables = self.variables(run)
         try:
-            run.output = _jsonable(
+            run.output = jsonable(
                 render(run.spec.output, variables) if run.spec.output is not None else _last(run)
             )
         except WorkflowError as exc:
@@ -201,7 +201,7 @@ class Engine:
             }
         except WorkflowError as exc:
             return await self._end(run, step, pure=True, error=exc.text)
-        step.status, step.input, step.started_at = "running", _jsonable(rendered), datetime.now(UTC)
+        step.status, step.input, step.started_at = "running", jsonable(rendered), datetime.now(UTC)
         step.attempts += 1
         run.step_count += 1
         pure = node_type.pure or node.id in run.mocks
@@ -255,7 +255,7 @@ class Engine:
         if result is None:
             step.status, step.error = "failed", error
         else:
-            step.output = _jsonable(result.output)
+            step.output = jsonable(result.output)
             step.prompt_tokens, step.completion_tokens = (
                 result.prompt_tokens,
                 result.completion_tokens,
@@ -357,21 +357,6 @@ def _describe(exc: Exception, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout:g} s (limits.node_timeout)"
     if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        return problems(exc)
     assert isinstance(exc, WorkflowError)
     return exc.text
-
-
-def _jsonable(value: Any) -> Any:
-    """Node outputs are stored as JSON: dates become ISO strings, bytes are dropped."""
-    return json.loads(json.dumps(value, default=_fallback))
-
-
-def _fallback(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    return str(value)

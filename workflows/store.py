@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from bot import locks
 from bot.messages import ConversationRef
+from bot.names import closest
 from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVersion
 from workflows.errors import WorkflowError
 from workflows.spec import WorkflowSpec
@@ -109,8 +110,8 @@ async def sync(session: AsyncSession, config_dir: Path) -> tuple[list[str], list
 async def unknown(session: AsyncSession, name: str) -> WorkflowError:
     """The refusal for a name no workflow has, naming the closest one."""
     known = list((await session.scalars(select(Workflow.name).order_by(Workflow.name))).all())
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]}?" if close else ""
+    close = closest(name, known)
+    hint = f" Did you mean {close}?" if close else ""
     listing = ", ".join(known) or "none yet (see /templates)"
     return WorkflowError(f"There is no workflow called '{name}'.{hint} Workflows: {listing}.")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from bot.names import closest
 from workflows.errors import WorkflowError
 
 LIBRARY = Path(__file__).parent / "library"
@@ -44,8 +44,8 @@ def get(name: str) -> Template:
     templates = {t.name: t for t in available()}
     if name in templates:
         return templates[name]
-    close = difflib.get_close_matches(name, list(templates), n=1)
-    hint = f" Did you mean {close[0]}?" if close else ""
+    close = closest(name, templates)
+    hint = f" Did you mean {close}?" if close else ""
     raise WorkflowError(f"There is no template called '{name}'.{hint} See /templates.")
 
 

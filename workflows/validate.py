@@ -9,7 +9,6 @@ test cases and the schedule. A problem reads ``file:line: nodes.draft.prompt: me
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 import json
 import re
@@ -25,6 +24,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from bot.names import closest
 from bot.tools import catalog
 from workflows.errors import ExpressionError, WorkflowError
 from workflows.expressions import ENV, is_template, names_used, unsafe_attributes
@@ -715,9 +715,9 @@ def _allow_problems(spec: WorkflowSpec, where: Positions) -> Iterator[Problem]:
 
 def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
     """``unknown node type 'htp' — did you mean 'http'?``, or the list of what is known."""
-    close = difflib.get_close_matches(name, list(known), n=1)
+    close = closest(name, known)
     if close:
-        return f"unknown {kind} {name!r} — did you mean {close[0]!r}?"
+        return f"unknown {kind} {name!r} — did you mean {close!r}?"
     return f"unknown {kind} {name!r}; known: {_listed(known)}"
 
 

@@ -9,7 +9,6 @@ key it already succeeded under returns the recorded result instead of acting twi
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 import logging
 import re
@@ -21,13 +20,14 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from bot import audit
+from bot.names import NAME, closest
 from bot.storage.models import AuditEvent
 from bot.tools.base import Tool, ToolContext, ToolError, ToolResult
+from bot.values import jsonable, problems
 
 log = logging.getLogger(__name__)
 
 ACTION = "tool"
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SECRET_LOOKING = re.compile(
     r"pass(word)?|secret|token|api[_-]?key|authori[sz]ation|credential", re.I
 )
@@ -103,8 +103,8 @@ class ToolRegistry:
 
 
 def unknown_text(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    close = closest(name, known)
+    hint = f" Did you mean '{close}'?" if close else ""
     return f"There is no tool called '{name}'.{hint} Tools: {', '.join(known) or 'none'}."
 
 
@@ -121,11 +121,7 @@ def _check(tool: Tool, arguments: Mapping[str, Any]) -> Any:
     try:
         return tool.params.model_validate(dict(arguments))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ToolError(f"{tool.name}: {problems}") from exc
+        raise ToolError(f"{tool.name}: {problems(exc, whole='arguments')}") from exc
 
 
 # --- the audit log ---------------------------------------------------------------------------
@@ -174,7 +170,7 @@ async def _record(
     if ctx.core is None:
         return  # a workflow's tests: nothing was done for real
     data: dict[str, Any] = {
-        "arguments": redact(json.loads(json.dumps(arguments, default=str))),
+        "arguments": redact(jsonable(dict(arguments))),
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "user_id": ctx.user_id,
         "persona": ctx.persona,

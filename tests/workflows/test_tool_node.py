@@ -8,7 +8,7 @@ from textwrap import dedent
 from sqlalchemy import select
 
 from bot.app import Runtime
-from bot.storage.models import AuditEvent
+from bot.storage.models import AuditEvent, WorkflowRun
 from tests.support import delivered, drain, say
 from workflows import store
 from workflows.testing import run_tests
@@ -55,7 +55,9 @@ async def test_a_tool_node_runs_the_tool_and_the_call_is_audited(runtime: Runtim
         [event] = await session.scalars(select(AuditEvent))
     assert (event.actor, event.subject, event.status) == ("run:1/share", "calculate", "ok")
     assert event.data["arguments"] == {"expression": "100.0 / 4"}
-    assert event.key == "run:1:share"
+    async with runtime.core.sessions() as session:
+        started = (await session.get(WorkflowRun, 1)).started_at  # type: ignore[union-attr]
+    assert event.key == f"run-1-{int(started.timestamp() * 1000)}-share"
 
 
 async def test_offline_tools_run_in_a_workflows_tests_and_others_want_a_mock() -> None:

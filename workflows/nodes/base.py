@@ -47,7 +47,7 @@ class NodeContext:
             core=self.core,
             run_id=self.run_id,
             node_id=self.node_id,
-            idempotency_key=f"run:{self.run_id}:{self.node_id}",
+            idempotency_key=self.call_key,
             workspace=self.workspace,
             timeout=self.timeout,
         )
