@@ -21,7 +21,7 @@ from adapters.base import Dispatch
 from adapters.local import LocalStream
 from bot.conversation import Line
 from bot.errors import ServiceError, UserFacingError
-from bot.files import MAX_FILE, kind_of
+from bot.files import MAX_FILE, MAX_FILE_TEXT, kind_of
 from bot.messages import (
     Attachment,
     Author,
@@ -30,6 +30,7 @@ from bot.messages import (
     OutgoingMessage,
     SentRef,
 )
+from bot.netguard import decode
 
 CHANNEL = "web"
 COOKIE = "switchboard_chat"
@@ -46,7 +47,7 @@ _CHUNK = 64 * 1024
 TOO_LONG = "That message is over 1 MB; send a shorter one or split it."
 TOO_MANY_FILES = f"Attach at most {MAX_FILES} files to one message."
 UPLOAD_TOO_LARGE = (
-    f"That upload is too large: attach at most {MAX_FILES} files of up to 25 MB each."
+    f"That upload is too large: attach at most {MAX_FILES} files of up to {MAX_FILE_TEXT} each."
 )
 EMPTY = "Type a message or attach a file."
 BAD_JSON = 'Send JSON like {"text": "hello"}.'
@@ -218,8 +219,8 @@ async def _read_form(request: web.Request) -> Posted:
                 if len(files) == MAX_FILES:
                     raise _Refused(400, TOO_MANY_FILES)
                 too_large = (
-                    f"{Attachment(filename).filename} is over 25 MB; "
-                    "each attached file can be at most 25 MB."
+                    f"{Attachment(filename).filename} is over {MAX_FILE_TEXT}; "
+                    f"each attached file can be at most {MAX_FILE_TEXT}."
                 )
                 data = await _read_part(request, part, MAX_FILE, too_large)
                 if not filename and not data:
@@ -264,10 +265,7 @@ def _check_total(request: web.Request) -> None:
 
 
 def _decode(part: BodyPartReader, data: bytes) -> str:
-    try:
-        return data.decode(part.get_charset("utf-8"), errors="replace")
-    except LookupError:  # a charset Python does not know
-        return data.decode("utf-8", errors="replace")
+    return decode(data, part.get_charset("utf-8"))
 
 
 def _page_payload(entry: object) -> dict[str, object]:

@@ -104,17 +104,19 @@ def chat(
 
 
 def _attachments(paths: list[Path]) -> tuple[Attachment, ...]:
-    from bot.files import kind_of
-    from bot.messages import Attachment
+    from bot.errors import UserFacingError
+    from bot.files import read_path
 
     found = []
     for path in paths:
         try:
-            data = path.read_bytes()
+            found.append(read_path(path))
         except OSError as exc:
             typer.secho(f"error: cannot read {path}: {exc.strerror}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from exc
-        found.append(Attachment(path.name, kind_of(path.name), data=data))
+        except UserFacingError as exc:
+            typer.secho(f"error: {exc.text}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
     return tuple(found)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
@@ -22,6 +23,8 @@ from bot.messages import Attachment
 from bot.storage.models import StoredFile
 
 MAX_FILE = 25 * 1024 * 1024  # what chat platforms accept; larger files are refused
+MAX_FILE_TEXT = f"{MAX_FILE // 2**20} MB"
+TOO_LARGE = "chat platforms refuse larger files; send a smaller one or a link"
 TEXT_TYPES = (
     "application/json",
     "application/xml",
@@ -43,6 +46,13 @@ def kind_of(filename: str, declared: str = "") -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
+def read_path(path: Path) -> Attachment:
+    """A file on disk as an attachment; one platforms would refuse is refused here."""
+    if path.stat().st_size > MAX_FILE:
+        raise UserFacingError(f"{path.name} is larger than {MAX_FILE_TEXT}: {TOO_LARGE}")
+    return Attachment(path.name, kind_of(path.name), data=path.read_bytes())
+
+
 async def keep(conn: AsyncConnection, attachments: Sequence[Attachment]) -> tuple[Attachment, ...]:
     """The attachments with their inline content stored (and dropped from the object)."""
     kept = []
@@ -52,7 +62,7 @@ async def keep(conn: AsyncConnection, attachments: Sequence[Attachment]) -> tupl
             continue
         if len(attachment.data) > MAX_FILE:
             raise UserFacingError(
-                f"{attachment.filename} is larger than 25 MB; send a smaller file or a link."
+                f"{attachment.filename} is larger than {MAX_FILE_TEXT}: {TOO_LARGE}"
             )
         file_id = await conn.scalar(
             _KEEP,

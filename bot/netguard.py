@@ -86,7 +86,20 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+MAX_BODY = 5 * 1024 * 1024  # of a response read by a workflow or a tool
+
+
+def decode(raw: bytes, charset: str | None) -> str:
+    """Text in the charset given, or UTF-8 when none is given or Python does not know it."""
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
+
+
+async def read_limited(
+    response: aiohttp.ClientResponse, limit: int = MAX_BODY
+) -> tuple[bytes, bool]:
     """At most ``limit`` bytes of a body, and whether there was more (``content.read(n)``
     would stop at the first chunk that arrives)."""
     body = bytearray()

@@ -9,7 +9,6 @@ the resolver about an address written as an IP, so each hop is checked before it
 from __future__ import annotations
 
 import asyncio
-import codecs
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -19,10 +18,9 @@ from urllib.parse import urljoin
 import aiohttp
 from pydantic import Field
 
-from bot.netguard import GuardedResolver, Refused, check_url, read_limited
+from bot.netguard import GuardedResolver, Refused, check_url, decode, read_limited
 from bot.tools.base import ToolContext, ToolError, ToolParams, ToolResult
 
-MAX_BODY = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -47,7 +45,7 @@ class _Page:
     status: int
     content_type: str
     body: str
-    cut: bool  # the body was longer than MAX_BODY
+    cut: bool  # the body was longer than netguard.MAX_BODY
 
 
 class ReadWebpage:
@@ -111,7 +109,7 @@ async def _read(response: aiohttp.ClientResponse) -> _Page:
             f"{url} is {content_type}, not a web page: "
             "read_webpage reads HTML, plain text and JSON only."
         )
-    raw, cut = await read_limited(response, MAX_BODY)
+    raw, cut = await read_limited(response)
     return _Page(url, status, content_type, _decode(raw, response.charset, content_type), cut)
 
 
@@ -120,11 +118,7 @@ def _decode(raw: bytes, charset: str | None, content_type: str) -> str:
     if charset is None and content_type in HTML_TYPES:
         found = META_CHARSET.search(raw[:4096])
         charset = found.group(1).decode("ascii") if found else None
-    try:
-        codecs.lookup(charset or "utf-8")
-    except LookupError:
-        charset = None
-    return raw.decode(charset or "utf-8", errors="replace")
+    return decode(raw, charset)
 
 
 async def _output(page: _Page, max_chars: int) -> dict[str, object]:

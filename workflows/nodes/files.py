@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from bot.files import MAX_FILE, kind_of
+from bot.errors import UserFacingError
+from bot.files import read_path
 from bot.messages import Attachment
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
@@ -47,6 +48,7 @@ def read_attachment(workspace: Path, name: str) -> Attachment:
     path = inside(workspace, name)
     if not path.is_file():
         raise NodeFailed(f"there is no file {name!r} in this run's workspace to attach")
-    if path.stat().st_size > MAX_FILE:
-        raise NodeFailed(f"{name!r} is larger than 25 MB; platforms refuse such attachments")
-    return Attachment(path.name, kind_of(path.name), data=path.read_bytes())
+    try:
+        return read_path(path)
+    except UserFacingError as exc:
+        raise NodeFailed(exc.text) from exc

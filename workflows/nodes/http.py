@@ -14,11 +14,9 @@ import aiohttp
 from pydantic import Field
 
 from bot import audit
-from bot.netguard import GuardedResolver, Refused, check_url, read_limited
+from bot.netguard import GuardedResolver, Refused, check_url, decode, read_limited
 from workflows.errors import NodeFailed
 from workflows.nodes.base import NodeContext, NodeResult, Params
-
-MAX_BODY = 5 * 1024 * 1024
 
 
 class Auth(Params):
@@ -153,8 +151,8 @@ async def _request(
         json=params.json_,
         allow_redirects=False,
     ) as response:
-        raw, cut = await read_limited(response, MAX_BODY)
-        text = raw.decode(response.charset or "utf-8", errors="replace")
+        raw, cut = await read_limited(response)
+        text = decode(raw, response.charset)
         output = {
             "status": response.status,
             "headers": dict(response.headers),
