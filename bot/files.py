@@ -8,6 +8,7 @@ database.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mimetypes
 from collections.abc import Sequence
@@ -64,27 +65,40 @@ async def keep(conn: AsyncConnection, attachments: Sequence[Attachment]) -> tupl
             raise UserFacingError(
                 f"{attachment.filename} is larger than {MAX_FILE_TEXT}: {TOO_LARGE}"
             )
-        file_id = await conn.scalar(
-            _KEEP,
-            {
-                "sha256": hashlib.sha256(attachment.data).hexdigest(),
-                "filename": attachment.filename,
-                "content_type": attachment.content_type,
-                "size": len(attachment.data),
-                "data": attachment.data,
-            },
-        )
+        file_id = await _stored(conn, attachment)
         kept.append(replace(attachment, data=b"", size=len(attachment.data), file_id=file_id))
     return tuple(kept)
 
 
-_INSERT = insert(StoredFile).values(
-    {name: bindparam(name) for name in ("sha256", "filename", "content_type", "size", "data")}
+async def _stored(conn: AsyncConnection, attachment: Attachment) -> int:
+    """The id of this content in the files table; the bytes go over only when it is new (a
+    platform's retry, or the same file sent again, costs a lookup). Hashed off the event
+    loop: this runs before an acknowledgement, and a big file takes milliseconds."""
+    digest = await asyncio.to_thread(lambda: hashlib.sha256(attachment.data).hexdigest())
+    found = await conn.scalar(_FIND, {"sha256": digest})
+    if found is None:
+        values = {
+            "sha256": digest,
+            "filename": attachment.filename,
+            "content_type": attachment.content_type,
+            "size": len(attachment.data),
+            "data": attachment.data,
+        }
+        found = await conn.scalar(_INSERT, values) or await conn.scalar(_FIND, values)
+    assert found is not None
+    return int(found)
+
+
+_FIND = select(StoredFile.id).where(StoredFile.sha256 == bindparam("sha256"))
+# Two senders of the same new file at once: one row, and the loser reads the winner's id.
+_INSERT = (
+    insert(StoredFile)
+    .values(
+        {name: bindparam(name) for name in ("sha256", "filename", "content_type", "size", "data")}
+    )
+    .on_conflict_do_nothing(index_elements=["sha256"])
+    .returning(StoredFile.id)
 )
-# The same content sent twice is stored once; DO UPDATE (of nothing) so RETURNING answers.
-_KEEP = _INSERT.on_conflict_do_update(
-    index_elements=["sha256"], set_={"sha256": _INSERT.excluded.sha256}
-).returning(StoredFile.id)
 
 
 async def content(engine: AsyncEngine, attachment: Attachment) -> bytes:
