@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from bot import handler, outbox, recovery
-from worker.liveness import reclaim_orphans
 from workflows import runs, schedule
 
 
@@ -26,6 +25,6 @@ async def schedule_tick(ctx: dict[str, Any]) -> list[int]:
 
 
 async def sweep(ctx: dict[str, Any]) -> tuple[int, int, int]:
-    await reclaim_orphans(ctx["redis"], ctx["core"].settings.queue_name)
+    """Work whose job went missing; a dead worker's started jobs are the heartbeat's."""
     handled, delivered = await recovery.sweep(ctx["core"])
     return handled, delivered, await runs.sweep(ctx["core"])

@@ -75,11 +75,14 @@ class Engine:
             # The last wave's steps are written before the next wave starts (with the run, if
             # it changed), so a run taken over resumes after its last finished wave; a run
             # that ends after its wave writes its steps with its end, in one statement.
-            if run.unsaved and (run.unsaved_steps or not _all_pure(wave)):
+            if run.unsaved and (run.unsaved_steps or not all(_pure(run, n) for n in wave)):
                 await self._save_run(run)
             elif run.unsaved_steps:
                 await self._save_steps(run)
-            await asyncio.gather(*(self._execute(run, node) for node in wave))
+            # What expressions see is the same for the whole wave: its nodes need only
+            # nodes of earlier waves.
+            variables = self.variables(run)
+            await asyncio.gather(*(self._execute(run, node, variables) for node in wave))
             failed = [s for s in run.steps.values() if s.status == "failed"]
             if failed:
                 await self._fail(run, failed[0].node_id, failed[0].error or "failed")
@@ -183,9 +186,8 @@ class Engine:
 
     # --- one node -------------------------------------------------------------------------
 
-    async def _execute(self, run: RunState, node: NodeSpec) -> None:
+    async def _execute(self, run: RunState, node: NodeSpec, variables: dict[str, Any]) -> None:
         step = run.steps.get(node.id) or StepState(node.id)
-        variables = self.variables(run)
         try:
             skip = _skipped(run, node, variables)
         except WorkflowError as exc:
@@ -204,7 +206,7 @@ class Engine:
         step.status, step.input, step.started_at = "running", jsonable(rendered), datetime.now(UTC)
         step.attempts += 1
         run.step_count += 1
-        pure = node_type.pure or node.id in run.mocks
+        pure = _pure(run, node)
         if not pure:
             # Marks a node with outside effects as started; a pure one is simply run again.
             await self._save_step(run, step)
@@ -288,8 +290,7 @@ class Engine:
         )
 
     def workspace(self, run: RunState) -> Path:
-        """The run's own folder; created by the first node that writes a file."""
-        return self.workspace_root / str(run.id)
+        return run_folder(self.workspace_root, run.id)
 
     def variables(self, run: RunState) -> dict[str, Any]:
         """What expressions see: inputs by name, finished nodes' outputs by id, and the run."""
@@ -315,8 +316,14 @@ def _call_key(run: RunState, node_id: str) -> str:
     return f"run-{run.id}-{started}-{node_id}"
 
 
-def _all_pure(wave: list[NodeSpec]) -> bool:
-    return all(NODE_TYPES[node.type].pure for node in wave)
+def run_folder(root: Path, run_id: int) -> Path:
+    """A run's own folder; created by the first node that writes a file."""
+    return root / str(run_id)
+
+
+def _pure(run: RunState, node: NodeSpec) -> bool:
+    """Without outside effects (a mocked node has none): written with the next write."""
+    return NODE_TYPES[node.type].pure or node.id in run.mocks
 
 
 def _step_status(run: RunState, node_id: str) -> str:

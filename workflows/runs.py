@@ -17,7 +17,7 @@ from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
 from bot.turns import Reply, Turn
 from workflows import store
-from workflows.engine import Engine
+from workflows.engine import Engine, run_folder
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
 from workflows.nodes.files import read_attachment
@@ -188,7 +188,7 @@ async def _announce(core: Core, run: RunState) -> None:
         if n in run.spec.nodes
     )
     if run.status == "succeeded" and not replied:
-        files = produced_files(workspace_root(core) / str(run.id))
+        files = produced_files(run_folder(workspace_root(core), run.id))
         await _post(core, run, f"run:{run.id}:done", done_text(run), files)
 
 
