@@ -25,12 +25,11 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from bot.names import closest
-from bot.tools import catalog
 from workflows.errors import ExpressionError, WorkflowError
 from workflows.expressions import ENV, is_template, names_used, unsafe_attributes
 from workflows.inputs import coerce
 from workflows.nodes import NODE_TYPES
-from workflows.nodes.base import NodeType
+from workflows.nodes.base import ChecksMore, Fits, NodeType
 from workflows.spec import InputSpec, Limits, NodeSpec, Schedule, TestCase, WorkflowSpec
 
 # Names every expression may read besides inputs and node outputs; map nodes add their item.
@@ -371,39 +370,31 @@ def _node_problems(
 
 
 def _param_problems(node: NodeSpec, kind: NodeType, where: Positions) -> Iterator[Problem]:
-    try:
-        kind.params.model_validate(node.params)
-    except ValidationError as exc:
-        for error in exc.errors():
-            if not _rendered_later(node.params, error):
-                path = _path_of(("nodes", node.id, *error["loc"]))
-                yield where.problem(path, _param_message(error, kind))
-    if kind.name == "tool":
-        yield from _tool_problems(node, where)
+    prefix = ("nodes", node.id)
+    whole = Fits((), kind.params, node.params, f"node type {kind.name!r}", "parameter")
+    yield from _fit_problems(whole, prefix, where)
+    for check in kind.checks(node.params) if isinstance(kind, ChecksMore) else ():
+        if isinstance(check, Fits):
+            yield from _fit_problems(check, prefix, where)
+        elif check.name not in check.known:
+            path = _path_of((*prefix, *check.loc))
+            yield where.problem(path, _unknown(check.kind, check.name, check.known))
 
 
-def _tool_problems(node: NodeSpec, where: Positions) -> Iterator[Problem]:
-    """A tool node names a known tool, with arguments that tool takes."""
-    name, args = node.params.get("tool"), node.params.get("args") or {}
-    tools = catalog()
-    if not isinstance(name, str) or is_template(name) or not isinstance(args, dict):
-        return
-    if name not in tools:
-        yield where.problem(f"nodes.{node.id}.tool", _unknown("tool", name, tools.names()))
-        return
-    tool = tools.get(name)
+def _fit_problems(check: Fits, prefix: Loc, where: Positions) -> Iterator[Problem]:
+    """What keeps values from fitting their model, except types a run renders later."""
     try:
-        tool.params.model_validate(args)
+        check.model.model_validate(check.values)
     except ValidationError as exc:
         for error in exc.errors():
-            if _rendered_later(args, error):
+            if _rendered_later(dict(check.values), error):
                 continue
-            path = _path_of(("nodes", node.id, "args", *error["loc"]))
+            path = _path_of((*prefix, *check.loc, *error["loc"]))
             if error["type"] == "missing":
-                message = f"required by tool {name!r}"
+                message = f"required by {check.label}"
             elif error["type"] == "extra_forbidden":
-                known = _field_names(tool.params)
-                message = _unknown(f"{name} argument", str(error["loc"][-1]), known)
+                known = _field_names(check.model)
+                message = _unknown(check.noun, str(error["loc"][-1]), known)
             else:
                 message = _error_message(error, [])
             yield where.problem(path, message)
@@ -411,7 +402,7 @@ def _tool_problems(node: NodeSpec, where: Positions) -> Iterator[Problem]:
 
 def _rendered_later(params: dict[str, Any], error: ErrorDetails) -> bool:
     """A value with ``{{ }}`` is a string until the run renders it: its type is checked then."""
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "missing"):
         return False
     value: Any = params
     for key in error["loc"]:
@@ -425,14 +416,6 @@ def _has(value: Any, key: str | int) -> bool:
     if isinstance(value, dict):
         return key in value
     return isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value)
-
-
-def _param_message(error: ErrorDetails, kind: NodeType) -> str:
-    if error["type"] == "missing":
-        return f"required by node type {kind.name!r}"
-    if error["type"] == "extra_forbidden":
-        return _unknown("parameter", str(error["loc"][-1]), _field_names(kind.params))
-    return _error_message(error, [])
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

@@ -647,3 +647,29 @@ def test_problems_come_in_the_order_of_their_lines() -> None:
         """)
 
     assert [line.split(":")[1] for line in found] == ["2", "4"]
+
+
+def test_the_node_a_map_runs_is_checked_like_any_node() -> None:
+    assert problems("""\
+        name: m
+        nodes:
+          each:
+            type: map
+            items: "[1, 2]"
+            node: {type: htp, url: "{{ item }}"}
+          again:
+            type: map
+            items: "[1, 2]"
+            node: {type: http, urll: "{{ item }}"}
+          deeper:
+            type: map
+            items: "[1, 2]"
+            node: {type: map, items: "[3]", node: {type: template, text: x}}
+        """) == [
+        "<workflow>:6: nodes.each.node.type: unknown node type 'htp' — did you mean 'http'?",
+        "<workflow>:10: nodes.again.node.url: required by node type 'http'",
+        "<workflow>:10: nodes.again.node.urll: unknown parameter 'urll' — did you mean 'url'?",
+        "<workflow>:14: nodes.deeper.node.type: unknown node type 'map'; known: approval, "
+        "condition, delay, file, http, input, llm, persona, reply, switch, template, tool, "
+        "workflow",
+    ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -64,6 +64,37 @@ class NodeResult:
     wait_until: datetime | None = None
     waiting_for: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A check a node type asks of the validator: ``name`` (at ``loc`` in its parameters)
+    is one of ``known``."""
+
+    loc: tuple[str, ...]
+    name: str
+    known: tuple[str, ...]
+    kind: str  # what the names are, in messages: "tool"
+
+
+@dataclass(frozen=True)
+class Fits:
+    """A check a node type asks of the validator: ``values`` (at ``loc`` in its parameters)
+    must be valid for ``model``; ``label`` and ``noun`` name them in messages."""
+
+    loc: tuple[str, ...]
+    model: type[BaseModel]
+    values: Mapping[str, Any]
+    label: str  # "required by {label}": "tool 'calculate'"
+    noun: str  # "unknown {noun} 'x'": "calculate argument"
+
+
+@runtime_checkable
+class ChecksMore(Protocol):
+    """A node type whose parameters say how to check more of them (a tool's arguments, the
+    node a map runs) when the document is saved."""
+
+    def checks(self, params: Mapping[str, Any]) -> Iterator[OneOf | Fits]: ...
 
 
 class NodeType(Protocol):

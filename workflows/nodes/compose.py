@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from bot.errors import UserFacingError
 from workflows.errors import NodeFailed
 from workflows.expressions import evaluate, render
-from workflows.nodes.base import NodeContext, NodeResult, Params
+from workflows.nodes.base import Fits, NodeContext, NodeResult, OneOf, Params
 
 
 class PersonaParams(Params):
@@ -119,6 +120,20 @@ class Map:
     params: ClassVar[type[Params]] = MapParams
     raw: ClassVar[tuple[str, ...]] = ("items", "node")
     pure: ClassVar[bool] = False
+
+    def checks(self, params: Mapping[str, Any]) -> Iterator[OneOf | Fits]:
+        """The node it runs per item: a known type (not another map), with its parameters."""
+        from workflows.nodes import NODE_TYPES
+
+        node = params.get("node")
+        if not isinstance(node, dict) or not isinstance(kind_name := node.get("type"), str):
+            return
+        known = tuple(sorted(name for name in NODE_TYPES if name != self.name))
+        yield OneOf(("node", "type"), kind_name, known, "node type")
+        if kind_name in known:
+            kind = NODE_TYPES[kind_name]
+            body = {k: v for k, v in node.items() if k != "type"}
+            yield Fits(("node",), kind.params, body, f"node type {kind_name!r}", "parameter")
 
     async def run(self, ctx: NodeContext, params: MapParams) -> NodeResult:
         from workflows.nodes import NODE_TYPES

@@ -6,13 +6,15 @@ same call."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from bot.tools import ToolError, catalog
 from workflows.errors import NodeFailed
-from workflows.nodes.base import NodeContext, NodeResult, Params
+from workflows.expressions import is_template
+from workflows.nodes.base import Fits, NodeContext, NodeResult, OneOf, Params
 
 
 class ToolNodeParams(Params):
@@ -25,6 +27,16 @@ class Tool:
     params: ClassVar[type[Params]] = ToolNodeParams
     raw: ClassVar[tuple[str, ...]] = ()
     pure: ClassVar[bool] = False
+
+    def checks(self, params: Mapping[str, Any]) -> Iterator[OneOf | Fits]:
+        """A known tool, with arguments that tool takes."""
+        name, args, tools = params.get("tool"), params.get("args") or {}, catalog()
+        if not isinstance(name, str) or is_template(name) or not isinstance(args, dict):
+            return
+        yield OneOf(("tool",), name, tuple(tools.names()), "tool")
+        if name in tools:
+            model = tools.get(name).params
+            yield Fits(("args",), model, args, f"tool {name!r}", f"{name} argument")
 
     async def run(self, ctx: NodeContext, params: ToolNodeParams) -> NodeResult:
         tools = ctx.core.tools if ctx.core is not None else catalog()
