@@ -53,8 +53,12 @@ def build_commands() -> CommandRegistry:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIterator[Runtime]:
-    """Start or join the services; with ``prepare``, upgrade the schema and load personas."""
+async def open_runtime(
+    settings: Settings, *, prepare: bool = True, config: bool = True
+) -> AsyncIterator[Runtime]:
+    """Start or join the services; with ``prepare``, bring the schema up to date, and with
+    ``config`` too, load the personas and workflows of the config dir (commands that only
+    read what is stored leave that to the ones that start Switchboard)."""
     endpoints, embedded = await asyncio.to_thread(services.resolve, settings)
     engine = db.make_engine(endpoints.database_url, pool_size=settings.db_pool_size)
     redis: ArqRedis | None = None
@@ -71,7 +75,7 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
             interceptors=[take_answer],
         )
         if prepare:
-            await prepare_storage(core)
+            await prepare_storage(core, config=config)
         yield Runtime(core, redis, endpoints)
     finally:
         if redis is not None:
@@ -81,10 +85,12 @@ async def open_runtime(settings: Settings, *, prepare: bool = True) -> AsyncIter
             await asyncio.to_thread(embedded.release)
 
 
-async def prepare_storage(core: Core) -> None:
+async def prepare_storage(core: Core, *, config: bool = True) -> None:
     # Every `switchboard chat` comes here: load alembic only when there is something to do.
     if await db.current_revision(core.engine) != db.head_revision():
         await db.upgrade(core.engine)
+    if not config:
+        return
     config_dir = core.settings.resolved_config_dir
     async with core.sessions.begin() as session:
         loaded, problems = await store.sync(session, config_dir)

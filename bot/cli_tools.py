@@ -62,7 +62,7 @@ def audit(
         from bot import audit as log
         from bot.app import open_runtime
 
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, config=False) as runtime:
             async with runtime.core.sessions() as session:
                 actor = f"run:{run}/" if run is not None else None
                 events = await log.recent(session, limit=limit, subject=tool, actor=actor)

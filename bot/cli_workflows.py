@@ -53,16 +53,19 @@ def validate(files: list[Path]) -> None:
 
 @workflows_app.command("import")
 def import_(files: list[Path]) -> None:
-    """Save workflow files (YAML or JSON) as new versions."""
+    """Save workflow files (YAML or JSON) as new versions: all of them, or none."""
     from workflows import store
 
-    async def work(session: Any) -> None:
-        for path in files:
-            saved = await store.save(session, _read(path), origin=str(path))
-            state = f"version {saved.version}" if saved.changed else "unchanged"
-            typer.echo(f"{saved.name}: {state}")
+    sources = {path: _read(path) for path in files}  # an unreadable file stops it before
+    saved: list[store.Saved] = []
 
-    _with_session(work)
+    async def work(session: Any) -> None:
+        for path, source in sources.items():
+            saved.append(await store.save(session, source, origin=str(path)))
+
+    _with_session(work, config=True)
+    for one in saved:  # said once the transaction has committed
+        typer.echo(f"{one.name}: {f'version {one.version}' if one.changed else 'unchanged'}")
 
 
 @workflows_app.command("export")
@@ -94,7 +97,7 @@ def list_() -> None:
                 f"{total.tokens:,} tokens, {cost}"
             )
 
-    _with_session(work)
+    _with_session(work, config=True)
 
 
 @workflows_app.command("webhook")
@@ -268,7 +271,7 @@ def runs_list(limit: int = 20) -> None:
         from bot.app import open_runtime
         from workflows import runs
 
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, config=False) as runtime:
             for line in await runs.recent(runtime.core, limit):
                 typer.echo(line)
 
@@ -284,7 +287,7 @@ def runs_show(run_id: int) -> None:
         from bot.app import open_runtime
         from workflows import runs
 
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, config=False) as runtime:
             typer.echo(await runs.describe(runtime.core, run_id, detail=True))
 
     run_async(work)
@@ -335,13 +338,17 @@ def _template(name: str) -> Any:
         raise typer.Exit(1) from exc
 
 
-def _with_session(work: Any) -> None:
+def _with_session(work: Any, *, config: bool = False) -> None:
+    """Run ``work`` in one transaction; ``config``: load the config dir's files first."""
     settings = _quiet()
 
     async def go() -> None:
         from bot.app import open_runtime
 
-        async with open_runtime(settings) as runtime, runtime.core.sessions.begin() as session:
+        async with (
+            open_runtime(settings, config=config) as runtime,
+            runtime.core.sessions.begin() as session,
+        ):
             await work(session)
 
     run_async(go)

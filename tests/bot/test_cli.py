@@ -265,6 +265,8 @@ async def test_workflows_from_the_shell(user_settings: Settings, tmp_path: Path)
     tested = await switchboard(user_settings, "test", str(good))
     assert tested.returncode == 0 and "PASS greet: greets the world" in tested.stdout
 
+    both = await switchboard(user_settings, "workflows", "import", str(good), str(bad))
+    assert both.returncode == 1 and both.stdout == ""  # all or nothing: greet was not saved
     assert (await switchboard(user_settings, "workflows", "import", str(good))).stdout.strip() == (
         "greet: version 1"
     )

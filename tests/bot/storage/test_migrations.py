@@ -77,3 +77,9 @@ async def test_pgvector_is_available(empty_database: AsyncEngine) -> None:
     async with empty_database.connect() as conn:
         distance = await conn.scalar(text("SELECT '[1,0,0]'::vector <-> '[0,1,0]'::vector"))
     assert distance == pytest.approx(2**0.5)
+
+
+def test_the_head_revision_read_from_file_names_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert db.head_revision() == ScriptDirectory(str(db.MIGRATIONS_DIR)).get_current_head()
