@@ -253,7 +253,12 @@ class WorkflowStep(Base):
     """One node of one run: what went in, what came out, what it cost, how long it took."""
 
     __tablename__ = "workflow_steps"
-    __table_args__ = (UniqueConstraint("run_id", "node_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "node_id"),
+        # Every message asks whether a run waits for an answer in its conversation: the
+        # few waiting steps are found without reading every step ever run.
+        Index("ix_workflow_steps_waiting", "run_id", postgresql_where=text("status = 'waiting'")),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"))
     node_id: Mapped[str] = mapped_column(String(128))
