@@ -29,6 +29,14 @@ BUSY_RETRY = timedelta(seconds=2)  # when another worker is advancing the run
 MAX_ATTACHED = 10  # files of a run attached to its last message
 
 
+async def queue_run(core: Core, run_id: int, *, defer_until: datetime | None = None) -> bool:
+    """A run's first job (started, scheduled, or found without one by the sweep); False when
+    that job is already queued."""
+    return await core.queue.enqueue(
+        RUN_WORKFLOW, run_id, job_id=run_job_id(run_id), defer_until=defer_until
+    )
+
+
 def run_job_id(run_id: int, turn: int | str = 0) -> str:
     return f"run:{run_id}:{turn}"
 
@@ -65,7 +73,7 @@ async def start(
             user_id=user_id,
         )
         if run_id is not None:
-            await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=run_job_id(run_id))
+            await queue_run(core, run_id)
             return run_id, current.name
     raise WorkflowError(f"The workflow '{name}' changed while the run was starting: try again.")
 
@@ -343,7 +351,7 @@ async def sweep(core: Core) -> int:
                 ),
             )
         ).all()
-    queued = [await core.queue.enqueue(RUN_WORKFLOW, i, job_id=run_job_id(i)) for i in ids]
+    queued = [await queue_run(core, run_id) for run_id in ids]
     return sum(queued)
 
 

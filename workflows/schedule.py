@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from bot.core import Core
 from bot.storage.models import Workflow, WorkflowRun, WorkflowVersion
 from workflows.inputs import resolve
+from workflows.runs import queue_run
 from workflows.spec import Schedule
 from workflows.store import spec_of
 
@@ -38,20 +39,13 @@ def due_times(schedule: Schedule, after: datetime, until: datetime) -> list[date
 
 async def tick(core: Core, now: datetime | None = None) -> list[int]:
     """Start the runs that are due; returns their ids."""
-    from workflows.runs import RUN_WORKFLOW, run_job_id
-
     now = now or datetime.now(UTC)
     started = []
     for workflow, version in await _scheduled(core):
         run_id = await _fire(core, workflow, version, now)
         if run_id is not None:
             jitter = random.uniform(0, core.settings.schedule_jitter)
-            await core.queue.enqueue(
-                RUN_WORKFLOW,
-                run_id,
-                job_id=run_job_id(run_id),
-                defer_until=now + timedelta(seconds=jitter),
-            )
+            await queue_run(core, run_id, defer_until=now + timedelta(seconds=jitter))
             started.append(run_id)
     return started
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import Field
-from sqlalchemy import select
 
 from bot.errors import UserFacingError
 from workflows.errors import NodeFailed
@@ -72,22 +71,17 @@ class Subflow:
     async def run(self, ctx: NodeContext, params: SubflowParams) -> NodeResult:
         if ctx.core is None:
             raise NodeFailed("this node runs another stored workflow: give it a mock in the test")
-        from bot.storage.models import Workflow, WorkflowVersion
+        from workflows.store import current as current_version
         from workflows.store import spec_of
         from workflows.testing import run_in_memory
 
         depth = int(ctx.variables.get("run", {}).get("depth", 0)) + 1
-        async with ctx.core.sessions() as session:
-            source = await session.scalar(
-                select(WorkflowVersion.source)
-                .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
-                .where(
-                    Workflow.name == params.workflow, WorkflowVersion.version == Workflow.version
-                )
-            )
-        if source is None:
+        current = await current_version(ctx.core.autocommit, params.workflow)
+        if current is None:
             raise NodeFailed(f"there is no stored workflow called '{params.workflow}'")
-        spec = spec_of(source)
+        if not current.enabled:
+            raise NodeFailed(f"the workflow '{current.name}' is turned off")
+        spec = spec_of(current.source)
         if depth > spec.limits.max_depth:
             limit = spec.limits.max_depth
             raise NodeFailed(f"workflows nest deeper than {limit} (limits.max_depth)")
