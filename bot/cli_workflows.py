@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot import replies
 from bot.cli_support import run_async, settings_for
 from bot.config import Settings
 
@@ -91,7 +92,7 @@ def list_() -> None:
     async def work(session: Any) -> None:
         for total in await store.totals(session):
             command = f" {total.command}" if total.command else ""
-            cost = "no price known" if total.cost_usd is None else f"${total.cost_usd:.4f}"
+            cost = replies.cost(total.cost_usd)
             typer.echo(
                 f"{total.name}{command} (version {total.version}): {total.runs} runs, "
                 f"{total.tokens:,} tokens, {cost}"

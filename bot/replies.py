@@ -136,3 +136,14 @@ def failure_text(model: str, address: str, detail: str) -> str:
         f"The model {model} at {address} couldn't answer: {detail} "
         "Your message is saved: send /retry to try again."
     )
+
+
+def cost(usd: float | None) -> str:
+    """A cost as people read it; None is a model with no known price, never $0."""
+    return "no price known" if usd is None else f"${usd:.4f}"
+
+
+def clip(text: str, limit: int) -> str:
+    """Text on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import replies
 from bot.storage.models import LLMCall, Persona
 
 if TYPE_CHECKING:
@@ -81,13 +82,11 @@ def format_usage(rows: list[UsageRow]) -> str:
         )
     total_tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
     priced = [r.cost_usd for r in rows if r.cost_usd is not None]
-    total = f"${sum(priced):.4f}" if priced else "no price known"
+    total = replies.cost(sum(priced) if priced else None)
     lines.append(f"  Total: {total_tokens:,} tokens, {total}")
     return "\n".join(lines)
 
 
 def _cost(row: UsageRow) -> str:
-    if row.cost_usd is None:
-        return "no price known"
     note = f" ({row.unpriced_calls} calls with no price known)" if row.unpriced_calls else ""
-    return f"${row.cost_usd:.4f}{note}"
+    return replies.cost(row.cost_usd) + (note if row.cost_usd is not None else "")

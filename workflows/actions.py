@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from bot import files
+from bot import files, replies
 from bot.commands import conversation_messages
 from bot.core import Core
 from bot.errors import UserFacingError
@@ -120,7 +120,7 @@ async def listing(core: Core) -> str:
         actions = (await session.scalars(select(PromptAction).order_by(PromptAction.name))).all()
     if not actions:
         return 'No actions yet. Try one: /t try "Summarise in one line: {{ text }}"'
-    lines = [f"  {a.name} — {_clip(a.template, 70)}" for a in actions]
+    lines = [f"  {a.name} — {replies.clip(a.template, 70)}" for a in actions]
     return "Actions:\n" + "\n".join(lines)
 
 
@@ -137,11 +137,11 @@ async def history(core: Core, name: str | None) -> str:
 
 def _run_line(row: PromptActionRun) -> str:
     tokens = row.prompt_tokens + row.completion_tokens
-    cost = "no price known" if row.cost_usd is None else f"${row.cost_usd:.4f}"
-    result = _clip(row.output or row.error or "", 40)
+    cost = replies.cost(row.cost_usd)
+    result = replies.clip(row.output or row.error or "", 40)
     return (
         f"  {row.created_at:%m-%d %H:%M} {row.name} · {row.model} · {row.status} · "
-        f"{tokens} tokens, {cost} — {_clip(row.input, 40)} → {result}"
+        f"{tokens} tokens, {cost} — {replies.clip(row.input, 40)} → {result}"
     )
 
 
@@ -271,8 +271,3 @@ def _temperature(raw: str | None) -> float | None:
     if not 0 <= value <= 2:
         raise WorkflowError(f"temperature must be a number from 0 to 2, got '{raw}'")
     return value
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

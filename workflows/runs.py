@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import column, delete, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import locks, outbox
+from bot import locks, outbox, replies
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
@@ -286,7 +286,7 @@ def _step_line(node_id: str, step: Any) -> str:
     if step.started_at and step.finished_at:
         took = f", {(step.finished_at - step.started_at).total_seconds() * 1000:.0f} ms"
     tokens = step.prompt_tokens + step.completion_tokens
-    usage = f", {tokens} tokens, {_cost(step.cost_usd)}" if tokens else ""
+    usage = f", {tokens} tokens, {replies.cost(step.cost_usd)}" if tokens else ""
     error = f" — {step.error}" if step.error else ""
     return f"{node_id}: {step.status}{took}{usage}{error}"
 
@@ -295,17 +295,11 @@ def _usage_line(run: RunState) -> str:
     tokens = run.prompt_tokens + run.completion_tokens
     if not tokens:
         return "No model calls."
-    return f"Tokens: {tokens:,}, cost: {_cost(run.cost_usd)}"
+    return f"Tokens: {tokens:,}, cost: {replies.cost(run.cost_usd)}"
 
 
 def _short(value: Any, limit: int = 300) -> str:
-    text = _format(value) if not isinstance(value, str) else value
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _cost(value: float | None) -> str:
-    return "no price known" if value is None else f"${value:.4f}"
+    return replies.clip(_format(value) if not isinstance(value, str) else value, limit)
 
 
 async def recent(core: Core, limit: int = 10) -> list[str]:
