@@ -1,4 +1,4 @@
-"""Workflow errors: all carry the sentence a person reads, and where it happened."""
+"""Workflow errors: all carry the sentence a person reads."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ from bot.errors import UserFacingError
 
 
 class WorkflowError(UserFacingError):
-    def __init__(self, text: str, *, node_id: str | None = None) -> None:
-        super().__init__(text)
-        self.node_id = node_id
+    pass
 
 
 class ExpressionError(WorkflowError):
     def __init__(self, expression: str, reason: str) -> None:
         super().__init__(f"the expression {expression!r} failed: {reason}")
-        self.expression = expression
         self.reason = reason
 
 

@@ -120,8 +120,9 @@ def _idempotency(ctx: NodeContext, params: HTTPParams) -> dict[str, str]:
 
 
 async def _auth_headers(ctx: NodeContext, auth: Auth | None) -> dict[str, str]:
-    if auth is None or ctx.core is None:
+    if auth is None:
         return {}
+    assert ctx.core is not None  # run() refuses to call without one
     from bot import credentials
     from bot.errors import UserFacingError
 

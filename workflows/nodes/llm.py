@@ -55,7 +55,6 @@ class LLM:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             cost_usd=completion.cost_usd,
-            extra={"model": completion.model},
         )
 
 
