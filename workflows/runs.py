@@ -175,7 +175,7 @@ async def _post(
         return  # started from the shell, a schedule or a webhook: nobody to tell in a chat
     conversation_id = (
         run.conversation_id
-        if target is None and run.conversation_id
+        if ref == run.ref and run.conversation_id
         else await conversation_for(core, ref)
     )
     await outbox.post(
