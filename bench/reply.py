@@ -37,13 +37,12 @@ from bench._common import (
     settings,
     temp_home,
 )
-from bot.app import Runtime, open_runtime
+from bot.app import Runtime, in_process_worker, open_runtime, running_worker
 from bot.config import Settings
 from bot.conversation import receive
 from bot.messages import Author, ConversationRef, IncomingMessage
 from bot.queue import deserialize, redis_settings, serialize
 from tests.fakes.llm_server import FakeLLM
-from worker.settings import build_worker
 
 REPLY_TIMEOUT = 30.0
 
@@ -64,25 +63,6 @@ class Arrivals:
 
     async def wait(self, key: Any) -> float:
         return await asyncio.wait_for(self._future(key), REPLY_TIMEOUT)
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    """Run an arq worker in this loop; on exit let its jobs finish, then stop it.
-
-    arq's ``close()`` cancels jobs still running and re-raises their CancelledError.
-    """
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        worker.allow_pick_jobs = False
-        while not all(t.done() for t in worker.tasks.values()):
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
 
 
 # --- our path -------------------------------------------------------------------------------
@@ -163,8 +143,7 @@ async def saturation(runtime: Runtime, chats: list[str], args: argparse.Namespac
 
 async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
-    async with running(worker):
+    async with in_process_worker(runtime) as worker:
         async with conversing(runtime, [f"warm-{run}"]) as one:
             say(f"warming up with {args.warmup} messages (the first one imports litellm)")
             await closed_loop(args.warmup, 1, one)
@@ -210,7 +189,7 @@ async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
         await runtime.redis.enqueue_job("noop", _job_id=job_id, _queue_name=queue)
         return await arrivals.wait(job_id) - started
 
-    async with running(worker):
+    async with running_worker(worker):
         await closed_loop(args.warmup, 1, one)
         return await paced(args.n, args.rate, args.concurrency, one)
 

@@ -25,8 +25,7 @@ from sqlalchemy import func as sql
 from sqlalchemy import select
 
 from bench._common import closed_loop, emit, quiet_logs, say, settings, temp_home
-from bench.reply import running
-from bot.app import Runtime, in_process_worker, open_runtime
+from bot.app import Runtime, in_process_worker, open_runtime, running_worker
 from bot.queue import deserialize, redis_settings, serialize
 from bot.storage.models import WorkflowRun
 from workflows import runs, store
@@ -140,7 +139,7 @@ async def noop_jobs(
 
 async def arq_noop(runtime: Runtime, args: argparse.Namespace, read_limit: int) -> dict[str, Any]:
     queue, counted = f"{runtime.core.settings.queue_name}:noop", Counted()
-    async with running(noop_worker(runtime, queue, read_limit, counted)):
+    async with running_worker(noop_worker(runtime, queue, read_limit, counted)):
         await noop_jobs(runtime, queue, args.warmup, args.concurrency, counted)
         say(f"arq: {args.n} no-op jobs, {args.concurrency} enqueuers")
         elapsed, cpu = await noop_jobs(runtime, queue, args.n, args.concurrency, counted)

@@ -121,6 +121,14 @@ async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIt
     worker = build_worker(
         runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
     )
+    async with running_worker(worker):
+        yield worker
+
+
+@contextlib.asynccontextmanager
+async def running_worker(worker: Worker) -> AsyncIterator[Worker]:
+    """Run an arq worker in this event loop; on leaving, let its running jobs end, then
+    stop it (arq's own close() would cancel them)."""
     task = asyncio.create_task(worker.async_run(), name="switchboard-worker")
     task.add_done_callback(_worker_ended)
     try:
