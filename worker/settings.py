@@ -39,7 +39,9 @@ def build_worker(
         await jobs.sweep(ctx)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        await ctx["liveness"].stop()
+        # Stopped before on_startup ran (a signal right at start): nothing to stop.
+        if (liveness := ctx.get("liveness")) is not None:
+            await liveness.stop()
 
     async def on_job_start(ctx: dict[str, Any]) -> None:
         ctx["liveness"].job_started(ctx["job_id"])

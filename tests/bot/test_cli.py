@@ -209,7 +209,9 @@ async def test_a_chat_waiting_for_input_stops_at_once_on_a_signal(
     )
     await asyncio.wait_for(_read_until(chat, b"Ctrl+D to leave."), 30)
     chat.send_signal(stop)
-    assert await asyncio.wait_for(chat.wait(), 10) == 143
+    code = await asyncio.wait_for(chat.wait(), 10)
+    assert chat.stderr is not None
+    assert code == 143, (await chat.stderr.read()).decode()
 
 
 async def _read_until(process: asyncio.subprocess.Process, marker: bytes) -> str:
