@@ -35,7 +35,18 @@ TEXT_TYPES = (
     "application/javascript",
     "application/x-sh",
     "application/sql",
+    "application/toml",
 )
+# Text formats people attach that Python's mimetypes does not know on every system.
+SUFFIX_TYPES = {
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".md": "text/markdown",
+    ".log": "text/plain",
+    ".ini": "text/plain",
+    ".cfg": "text/plain",
+}
 
 
 def kind_of(filename: str, declared: str = "") -> str:
@@ -44,7 +55,8 @@ def kind_of(filename: str, declared: str = "") -> str:
     declared = declared.strip()
     if declared and declared.split(";")[0].strip().lower() != "application/octet-stream":
         return declared
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    known = SUFFIX_TYPES.get(Path(filename).suffix.lower())
+    return known or mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 def read_path(path: Path) -> Attachment:

@@ -86,3 +86,11 @@ async def test_a_file_that_is_not_text_is_refused_plainly(runtime: Runtime) -> N
     photo = Attachment("cat.png", "image/png", data=b"\x89PNG....")
     refused = await reply_to(runtime, '/t try "Describe: {{ text }}"', attachments=(photo,))
     assert refused.text.startswith("cat.png is image/png, not text: attach a text file")
+
+
+def test_text_formats_people_attach_count_as_text() -> None:
+    from bot.files import is_text, kind_of
+
+    for name in ("flow.yaml", "conf.yml", "pyproject.toml", "notes.md", "app.log", "data.csv"):
+        assert is_text(Attachment(name, kind_of(name))), name
+    assert not is_text(Attachment("cat.png", kind_of("cat.png")))
