@@ -2,12 +2,15 @@
 
 SwitchboardError
 ├── UserFacingError        carries the sentence a person sees (``.text``)
-│   └── LLMError           the model could not answer (model, api_base, hint)
-│       ├── LLMUnreachable the model's server could not be reached
-│       ├── LLMTimeout     the model took longer than the configured timeout
-│       └── LLMAuthError   the provider refused our credentials
+│   ├── LLMError           the model could not answer (model, api_base, hint)
+│   │   ├── LLMUnreachable the model's server could not be reached
+│   │   ├── LLMTimeout     the model took longer than the configured timeout
+│   │   └── LLMAuthError   the provider refused our credentials
+│   └── LimitExceeded      bounded work broke its bound ("that template ran for more than 2 s")
 ├── AdapterError           a platform refused or failed a send (``.retry_after``, ``.permanent``)
 └── ServiceError           an embedded or external service could not be started or reached
+    └── ServiceUnavailable a service is down right now (``.service``: database, queue, …);
+                           the caller refuses the request (HTTP 503) and stores nothing
 
 Third-party exceptions (litellm, SDKs) are translated into these at their boundary module.
 """
@@ -44,6 +47,11 @@ class LLMAuthError(LLMError):
     pass
 
 
+class LimitExceeded(UserFacingError):
+    """Work a person or a workflow supplied ran past a bound (time, memory, output, size);
+    ``.text`` names the bound, e.g. "that template ran for more than 2 s and was stopped"."""
+
+
 class AdapterError(SwitchboardError):
     def __init__(
         self, message: str, *, retry_after: float | None = None, permanent: bool = False
@@ -55,3 +63,9 @@ class AdapterError(SwitchboardError):
 
 class ServiceError(SwitchboardError):
     pass
+
+
+class ServiceUnavailable(ServiceError):
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service

@@ -27,6 +27,16 @@ def deserialize(data: bytes) -> dict[str, Any]:
 PRIORITY_LEAD = timedelta(seconds=60)
 
 
+def due_time(defer_until: datetime | None, *, priority: bool, now: datetime) -> datetime | None:
+    """When arq should see a job as due. A time already past means "now" (a priority job: a
+    minute before now): arq derives the job's expiry from how far ahead it is due, and a time
+    more than a day past would give Redis a negative expiry."""
+    earliest = now - PRIORITY_LEAD if priority else now
+    if defer_until is None:
+        return earliest if priority else None
+    return max(defer_until, earliest)
+
+
 class Queue(Protocol):
     async def enqueue(
         self,
@@ -53,14 +63,12 @@ class ArqQueue:
         defer_until: datetime | None = None,
         priority: bool = False,
     ) -> bool:
-        if priority and defer_until is None:
-            defer_until = datetime.now(UTC) - PRIORITY_LEAD
         job = await self.redis.enqueue_job(
             function,
             *args,
             _job_id=job_id,
             _queue_name=self.queue_name,
-            _defer_until=defer_until,
+            _defer_until=due_time(defer_until, priority=priority, now=datetime.now(UTC)),
         )
         return job is not None
 
