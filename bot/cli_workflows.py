@@ -108,6 +108,7 @@ def webhook(name: str) -> None:
 
     async def work(session: Any) -> None:
         from workflows import store
+        from workflows.validate import unaddressed_replies
 
         secret = await store.rotate_webhook_secret(session, name)
         url = f"http://{settings.web_host}:{settings.web_port}/hooks/{name}"
@@ -116,6 +117,9 @@ def webhook(name: str) -> None:
             f"Start a run:\n  curl -X POST {url} -H 'X-Switchboard-Secret: {secret}' "
             "-H 'Content-Type: application/json' -d '{}'"
         )
+        _, version = await store.find(session, name)
+        if nowhere := unaddressed_replies(store.spec_of(version.source)):
+            typer.echo(replies.unaddressed_webhook(nowhere), err=True)
 
     _with_session(work)
 

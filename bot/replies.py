@@ -147,3 +147,17 @@ def clip(text: str, limit: int) -> str:
     """Text on one line, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def nowhere_to_post() -> str:
+    return (
+        "This run has no conversation to post in (a schedule, a webhook or the shell started "
+        "it): say where with to: {channel, chat}."
+    )
+
+
+def unaddressed_webhook(nodes: Sequence[str]) -> str:
+    return (
+        f"Note: a run this webhook starts has no conversation to answer in, so the reply "
+        f"node(s) {', '.join(nodes)} will fail: give them to: {{channel, chat}}."
+    )

@@ -50,8 +50,10 @@ async def start(
     ref: ConversationRef | None = None,
     conversation_id: int | None = None,
     user_id: int | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[int, str]:
-    """Create a run of the current version and queue it; returns (run id, workflow name)."""
+    """Create a run of the current version and queue it; returns (run id, workflow name).
+    A run already started with the same ``idempotency_key`` is returned instead."""
     for fresh in (False, True):  # the version read last time, then (if it changed) anew
         current = await store.current(core.autocommit, name, fresh=fresh)
         if current is None:
@@ -71,10 +73,15 @@ async def start(
             ref=ref,
             conversation_id=conversation_id,
             user_id=user_id,
+            idempotency_key=idempotency_key,
         )
         if run_id is not None:
             await queue_run(core, run_id)
             return run_id, current.name
+        if idempotency_key is not None:
+            earlier = await store.keyed_run(core.autocommit, current.workflow_id, idempotency_key)
+            if earlier is not None:
+                return earlier, current.name
     raise WorkflowError(f"The workflow '{name}' changed while the run was starting: try again.")
 
 
@@ -121,6 +128,8 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         files: tuple[Attachment, ...],
         target: ConversationRef | None,
     ) -> None:
+        if target is None and run.ref is None:
+            raise WorkflowError(replies.nowhere_to_post())
         await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
 
     async def progress(run: RunState, text: str) -> None:

@@ -10,9 +10,11 @@ inputs:
 nodes:
   fetch:   {type: http, url: "https://example.org/api?since={{ last }}"}
   summary: {type: llm, needs: [fetch], prompt: "Summarise: {{ fetch.body }}"}
-  post:    {type: reply, needs: [summary], text: "{{ summary }}"}
+  post:    {type: reply, needs: [summary], text: "{{ summary }}",
+            to: {channel: slack, chat: C0DIGEST}}   # a scheduled run has no chat of its own
 output: "{{ summary }}"
 limits: {max_steps: 100, max_run_seconds: 600, node_timeout: 120, retries: 2}
+webhook: {key_header: X-GitHub-Delivery}   # optional: one run per delivery id
 tests:
   - name: summarises
     inputs: {last: 1h}
@@ -83,6 +85,15 @@ class Schedule(_Strict):
     timezone: str = "UTC"
 
 
+class Webhook(_Strict):
+    """Where a webhook delivery carries its own id, so a redelivery starts no second run
+    (the ``Idempotency-Key`` header always counts): a header such as GitHub's
+    ``X-GitHub-Delivery``, or a top-level field of the JSON body such as Stripe's ``id``."""
+
+    key_header: str | None = None
+    key_field: str | None = None
+
+
 class Limits(_Strict):
     max_steps: int = Field(default=200, gt=0)
     max_run_seconds: float = Field(default=3600, gt=0)
@@ -108,6 +119,7 @@ class WorkflowSpec(BaseModel):
     description: str = ""
     command: str | None = None
     schedule: Schedule | None = None
+    webhook: Webhook = Field(default_factory=Webhook)
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     nodes: dict[str, NodeSpec]
     output: Any = None

@@ -257,9 +257,10 @@ async def create_run(
     ref: ConversationRef | None,
     conversation_id: int | None,
     user_id: int | None,
+    idempotency_key: str | None = None,
 ) -> int | None:
     """A queued run of ``workflow``; None when the workflow has changed (a new version, or
-    turned off) since it was read."""
+    turned off) since it was read, or when ``idempotency_key`` started a run already."""
     values = {
         "workflow_id": workflow.workflow_id,
         "version_id": workflow.version_id,
@@ -269,10 +270,18 @@ async def create_run(
         "ref": ref.to_dict() if ref else None,
         "conversation_id": conversation_id,
         "started_by": user_id,
+        "idempotency_key": idempotency_key,
     }
     async with engine.connect() as conn:
         run_id = await conn.scalar(_CREATE_RUN, values)
     return None if run_id is None else int(run_id)
+
+
+async def keyed_run(engine: AsyncEngine, workflow_id: int, key: str) -> int | None:
+    """The run a webhook delivery key started (a delivery that came again, perhaps at the
+    same moment as the first)."""
+    async with engine.connect() as conn:
+        return await conn.scalar(_KEYED_RUN, {"workflow_id": workflow_id, "key": key})
 
 
 _RUN_VALUES = {
@@ -283,6 +292,7 @@ _RUN_VALUES = {
     "ref": JSONB,
     "conversation_id": BigInteger,
     "started_by": BigInteger,
+    "idempotency_key": String,
 }
 _CREATE_RUN = (
     insert(WorkflowRun)
@@ -302,7 +312,12 @@ _CREATE_RUN = (
             WorkflowVersion.source == bindparam("source"),  # ids restart when a database does
         ),
     )
+    .on_conflict_do_nothing(index_elements=["workflow_id", "idempotency_key"])
     .returning(WorkflowRun.id)
+)
+_KEYED_RUN = select(WorkflowRun.id).where(
+    WorkflowRun.workflow_id == bindparam("workflow_id"),
+    WorkflowRun.idempotency_key == bindparam("key"),
 )
 
 

@@ -30,7 +30,15 @@ from workflows.expressions import ENV, is_template, names_used, unsafe_attribute
 from workflows.inputs import coerce
 from workflows.nodes import NODE_TYPES
 from workflows.nodes.base import ChecksMore, Fits, NodeType
-from workflows.spec import InputSpec, Limits, NodeSpec, Schedule, TestCase, WorkflowSpec
+from workflows.spec import (
+    InputSpec,
+    Limits,
+    NodeSpec,
+    Schedule,
+    TestCase,
+    Webhook,
+    WorkflowSpec,
+)
 
 # Names every expression may read besides inputs and node outputs; map nodes add their item.
 GLOBALS = ("run", "now", "inputs")
@@ -47,6 +55,7 @@ CRON_START = datetime(2025, 1, 1)
 _MODELS_AT: Mapping[tuple[str, int], type[BaseModel]] = {
     ("", 1): WorkflowSpec,
     ("schedule", 2): Schedule,
+    ("webhook", 2): Webhook,
     ("limits", 2): Limits,
     ("inputs", 3): InputSpec,
     ("tests", 3): TestCase,
@@ -661,6 +670,22 @@ def _schedule_problems(spec: WorkflowSpec, where: Positions) -> Iterator[Problem
         if declared.is_required:
             message = "required, but a scheduled run has no one to give it: give it a default"
             yield where.problem(f"inputs.{name}", message)
+    for node_id in unaddressed_replies(spec):
+        message = (
+            "a scheduled run has no conversation to answer in: "
+            "say where to post with to: {channel, chat}"
+        )
+        yield where.problem(f"nodes.{node_id}", message)
+
+
+def unaddressed_replies(spec: WorkflowSpec) -> list[str]:
+    """The reply nodes that post into the conversation that started the run: a run that no
+    conversation started (a schedule, a webhook) has nowhere to send them."""
+    return [
+        node_id
+        for node_id, node in spec.nodes.items()
+        if node.type == "reply" and node.params.get("to") is None
+    ]
 
 
 def _zone(name: str) -> tzinfo | None:

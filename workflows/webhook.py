@@ -2,12 +2,15 @@
 
 Each workflow has its own secret, shown once when made (`switchboard workflows webhook NAME`);
 only its SHA-256 is stored. A wrong secret and an unknown workflow get the same answer.
+A delivery that carries a key (``Idempotency-Key``, or the header or body field the workflow
+names) starts one run however often it comes; the body is held to 256 KB as it is read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from typing import Any
 
@@ -16,11 +19,15 @@ from sqlalchemy import select
 
 from bot.core import Core
 from bot.storage.models import Workflow
-from workflows import runs
+from workflows import runs, store
 from workflows.errors import WorkflowError
+from workflows.spec import Webhook
 
 HEADER = "X-Switchboard-Secret"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY = 256 * 1024
+MAX_KEY = 200
+TOO_LARGE = "The body is over 256 KB."
 
 
 def digest(secret: str) -> str:
@@ -38,16 +45,25 @@ def routes(core: Core) -> list[web.RouteDef]:
         name = request.match_info["name"]
         if not await _authorised(core, name, _secret(request)):
             return _answer(401, error=f"Wrong or missing {HEADER} for this workflow.")
-        inputs = await _inputs(request)
-        if isinstance(inputs, web.Response):
-            return inputs
         try:
-            run_id, workflow = await runs.start(core, name, inputs, trigger="webhook")
+            inputs = await _inputs(request)
+            key = _delivery_key(request, inputs, await _webhook_of(core, name))
+            run_id, workflow = await runs.start(
+                core, name, inputs, trigger="webhook", idempotency_key=key
+            )
+        except _Refused as exc:
+            return _answer(exc.status, error=exc.text)
         except WorkflowError as exc:
             return _answer(400, error=exc.text)
         return _answer(202, run_id=run_id, workflow=workflow, status="queued")
 
     return [web.post("/hooks/{name}", start)]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
 
 
 def _secret(request: web.Request) -> str:
@@ -64,18 +80,54 @@ async def _authorised(core: Core, name: str, secret: str) -> bool:
     return bool(secret) and hmac.compare_digest(stored or "-" * 64, digest(secret))
 
 
-async def _inputs(request: web.Request) -> dict[str, Any] | web.Response:
-    if request.content_length and request.content_length > MAX_BODY:
-        return _answer(413, error="The body is over 256 KB.")
-    if not request.can_read_body:
+async def _webhook_of(core: Core, name: str) -> Webhook:
+    current = await store.current(core.autocommit, name)
+    return store.spec_of(current.source).webhook if current is not None else Webhook()
+
+
+async def _inputs(request: web.Request) -> dict[str, Any]:
+    body = await _body(request)
+    if not body.strip():
         return {}
     try:
-        body = await request.json()
+        inputs = json.loads(body)
     except ValueError:
-        return _answer(400, error='Send the inputs as a JSON object, e.g. {"topic": "owls"}.')
-    if not isinstance(body, dict):
-        return _answer(400, error='Send the inputs as a JSON object, e.g. {"topic": "owls"}.')
-    return body
+        inputs = None
+    if not isinstance(inputs, dict):
+        raise _Refused(400, 'Send the inputs as a JSON object, e.g. {"topic": "owls"}.')
+    return inputs
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body as it arrives, held to MAX_BODY whether or not it said its length (a chunked
+    body says nothing until it is read)."""
+    if request.content_length and request.content_length > MAX_BODY:
+        raise _Refused(413, TOO_LARGE)
+    data = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise _Refused(413, TOO_LARGE)
+    return bytes(data)
+
+
+def _delivery_key(request: web.Request, inputs: dict[str, Any], hook: Webhook) -> str | None:
+    """What identifies this delivery: the workflow's own header or body field if it names
+    one (it must then be there), else an ``Idempotency-Key`` header, else nothing."""
+    if hook.key_header is not None:
+        key, where = request.headers.get(hook.key_header), f"the {hook.key_header} header"
+    elif hook.key_field is not None:
+        key, where = inputs.get(hook.key_field), f"the body's {hook.key_field!r} field"
+    else:
+        key, where = request.headers.get(IDEMPOTENCY_HEADER), f"the {IDEMPOTENCY_HEADER} header"
+        if key is None:
+            return None
+    if not isinstance(key, str | int) or not str(key).strip() or len(str(key)) > MAX_KEY:
+        raise _Refused(
+            400,
+            f"This workflow needs a delivery key in {where} (text, at most {MAX_KEY} characters).",
+        )
+    return str(key).strip()
 
 
 def _answer(http_status: int, **body: Any) -> web.Response:

@@ -220,6 +220,8 @@ class WorkflowRun(Base):
         Index("ix_workflow_runs_workflow", "workflow_id", "id"),
         # One run per scheduled time, however many schedulers look at once.
         UniqueConstraint("workflow_id", "scheduled_for"),
+        # One run per webhook delivery, however often (and however concurrently) it comes.
+        UniqueConstraint("workflow_id", "idempotency_key"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
@@ -228,6 +230,7 @@ class WorkflowRun(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     trigger: Mapped[str] = mapped_column(String(16))  # command | shell | schedule | webhook
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     mocks: Mapped[dict[str, Any] | None] = mapped_column()
     output: Mapped[Any | None] = mapped_column(JSONB)

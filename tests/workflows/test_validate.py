@@ -78,7 +78,7 @@ inputs:
   last: {type: string, default: 24h}
 nodes:
   summary: {type: llm, prompt: "Summarise the last {{ last }}."}
-  post: {type: reply, needs: [summary], text: "{{ summary }}"}
+  post: {type: reply, needs: [summary], text: "{{ summary }}", to: {channel: web, chat: team}}
 """
 
 
