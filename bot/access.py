@@ -104,7 +104,9 @@ async def _pair(core: Core, turn: Turn, sender: Sender) -> Reply:
         return await _refuse(core, turn, sender, "the sender is not known")
     code = await _code_to_show(core, turn, sender)
     if code is None:
-        return await _refuse(core, turn, sender, "waiting for pairing approval (code shown already)")
+        return await _refuse(
+            core, turn, sender, "waiting for pairing approval (code shown already)"
+        )
     minutes = int(CODE_TTL.total_seconds() // 60)
     return await _refuse(
         core, turn, sender, "waiting for pairing approval", replies.pairing_code(code, minutes)
@@ -227,7 +229,9 @@ async def _welcome(core: Core, pairing: PairingCode) -> None:
 async def approve_user_command(core: Core, turn: Turn, args: list[str]) -> Reply:
     viewer = await people.viewer(core, turn)
     if not viewer.staff:
-        await people.refuse(core, viewer.actor, "command:/approve-user", "not the owner or an admin")
+        await people.refuse(
+            core, viewer.actor, "command:/approve-user", "not the owner or an admin"
+        )
         return Reply(replies.staff_only("/approve-user"))
     return Reply(await approve(core, args[0], by=viewer.actor))
 

@@ -179,7 +179,9 @@ async def _counts(session: AsyncSession, user_id: int) -> tuple[int, int, int]:
     row = (
         await session.execute(
             select(
-                count(Message.author_id), count(WorkflowRun.started_by), count(PromptAction.owner_id)
+                count(Message.author_id),
+                count(WorkflowRun.started_by),
+                count(PromptAction.owner_id),
             )
         )
     ).one()
@@ -210,7 +212,9 @@ async def link(session: AsyncSession, who: str, account: str) -> str:
     person = await resolve(session, who)
     channel, sep, external_id = account.partition(":")
     if not (sep and channel and external_id):
-        raise UserFacingError(f"'{account}' is not an account: write CHANNEL:ID, e.g. telegram:123.")
+        raise UserFacingError(
+            f"'{account}' is not an account: write CHANNEL:ID, e.g. telegram:123."
+        )
     found = await session.scalar(
         select(ChannelAccount).where(
             ChannelAccount.channel == channel, ChannelAccount.external_id == external_id

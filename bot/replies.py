@@ -187,6 +187,5 @@ def no_such_code(code: str) -> str:
 
 def code_expired(code: str, identity: str) -> str:
     return (
-        f"The pairing code {code} of {identity} has expired: ask them to write again "
-        "for a new one."
+        f"The pairing code {code} of {identity} has expired: ask them to write again for a new one."
     )

@@ -289,9 +289,7 @@ class PromptAction(Base):
     """
 
     __tablename__ = "prompt_actions"
-    __table_args__ = (
-        UniqueConstraint("name", "owner_id", postgresql_nulls_not_distinct=True),
-    )
+    __table_args__ = (UniqueConstraint("name", "owner_id", postgresql_nulls_not_distinct=True),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

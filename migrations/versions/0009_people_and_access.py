@@ -31,7 +31,10 @@ def upgrade() -> None:
         sa.Column("identity", sa.String(length=300), nullable=False),
         sa.Column("conversation_id", sa.BigInteger(), nullable=True),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("replied_at", sa.DateTime(timezone=True), nullable=True),
@@ -95,6 +98,8 @@ def downgrade() -> None:
         "AND (b.owner_id IS NULL OR b.id < a.id)"
     )
     op.create_unique_constraint(op.f("uq_prompt_actions_name"), "prompt_actions", ["name"])
-    op.drop_constraint(op.f("fk_prompt_actions_owner_id_users"), "prompt_actions", type_="foreignkey")
+    op.drop_constraint(
+        op.f("fk_prompt_actions_owner_id_users"), "prompt_actions", type_="foreignkey"
+    )
     op.drop_column("prompt_actions", "owner_id")
     op.drop_column("users", "approved_at")

@@ -19,7 +19,9 @@ from tests.support import drain, incoming, reply_to
 CODE = re.compile(r"\b([ACDEFGHJKMNPQRTUVWXY34679]{4}-[ACDEFGHJKMNPQRTUVWXY34679]{4})\b")
 
 
-async def tell(runtime: Runtime, text: str, who: str = "555", channel: str = "telegram") -> Received:
+async def tell(
+    runtime: Runtime, text: str, who: str = "555", channel: str = "telegram"
+) -> Received:
     """A message from ``who`` in their own direct chat (Telegram's chat id is the person's)."""
     ref = ConversationRef(channel=channel, chat=who)
     return await receive(runtime.core, incoming(text, ref=ref, author=who))
