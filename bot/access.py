@@ -157,21 +157,21 @@ async def _code_to_show(core: Core, turn: Turn, sender: Sender) -> str | None:
         # Workers count the minute's replies one at a time, or together they would pass the cap.
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key, 0)"), {"key": locks.PAIRING})
         row = (await conn.execute(_ISSUE, values)).one()
-    return shown(row.code) if row.reply else None
+    return str(row.code) if row.reply else None
 
 
 def _new_code() -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    return _shown("".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH)))
 
 
-def shown(code: str) -> str:
-    """ABCDEFGH as people read it: ABCD-EFGH."""
-    return f"{code[:4]}-{code[4:]}"
+def _shown(bare: str) -> str:
+    """Codes are kept as people read them: ABCD-EFGH."""
+    return f"{bare[:4]}-{bare[4:]}" if len(bare) == CODE_LENGTH else bare
 
 
 def typed(raw: str) -> str:
-    """A code as someone typed it (any case, with or without the dash) as it is stored."""
-    return "".join(ch for ch in raw.upper() if ch.isalnum())
+    """A code as someone typed it (any case, with or without the dash) as it is kept."""
+    return _shown("".join(ch for ch in raw.upper() if ch.isalnum()))
 
 
 # --- approval ------------------------------------------------------------------------------
@@ -189,10 +189,10 @@ async def approve(core: Core, raw_code: str, *, by: str) -> str:
             )
         ).one_or_none()
         if found is None:
-            raise UserFacingError(replies.no_such_code(shown(code) if code else raw_code))
+            raise UserFacingError(replies.no_such_code(code or raw_code))
         pairing, live = found
         if not live:
-            raise UserFacingError(replies.code_expired(shown(code), pairing.identity))
+            raise UserFacingError(replies.code_expired(code, pairing.identity))
         await session.execute(
             update(User).where(User.id == pairing.user_id).values(approved_at=func.now())
         )
@@ -203,7 +203,7 @@ async def approve(core: Core, raw_code: str, *, by: str) -> str:
         action="approved",
         subject=f"user:{pairing.user_id}",
         status="ok",
-        data={"identity": pairing.identity, "code": shown(code)},
+        data={"identity": pairing.identity, "code": code},
     )
     await _welcome(core, pairing)
     return replies.approved(pairing.identity)

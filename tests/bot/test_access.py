@@ -220,3 +220,18 @@ async def test_open_channels_answer_everyone_and_dms_stay_one_conversation_per_p
     await drain(runtime)
     shown = (await answers(runtime, history))[-1]
     assert "I am Bob" in shown and "Ann" not in shown
+
+
+async def test_an_expired_code_is_not_approved(runtime: Runtime) -> None:
+    stranger = await tell(runtime, "hello")
+    await drain(runtime)
+    code = await code_of(runtime, stranger)
+    await _age(runtime, minutes=61)
+
+    assert (await reply_to(runtime, f"/approve-user {code}")).text == (
+        f"The pairing code {code} of telegram:555 has expired: ask them to write again "
+        "for a new one."
+    )
+    await tell(runtime, "still me")
+    await drain(runtime)
+    assert await statuses(runtime, stranger) == ["refused", "refused"]
