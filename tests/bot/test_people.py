@@ -64,7 +64,9 @@ async def test_linking_an_account_makes_its_messages_theirs_and_merges_on_purpos
     assert said.startswith("Merged #3 into #2: web:web:bob and the other accounts")
     async with runtime.core.sessions() as session:
         assert await session.get(User, 3) is None
-        authors = set(await session.scalars(select(Message.author_id).where(Message.direction == "in")))
+        authors = set(
+            await session.scalars(select(Message.author_id).where(Message.direction == "in"))
+        )
         actions = await session.execute(select(PromptAction.name, PromptAction.owner_id))
         assert sorted(actions.all()) == [("mine", 2), ("mine-3", 2)]
     assert authors == {1, 2}
