@@ -32,3 +32,8 @@ async def test_the_owner_lets_a_stranger_in_from_the_shell_and_gives_roles(
 
     wrong = await switchboard(settings, "users", "approve", "ACDE-FGHJ")
     assert wrong.returncode == 1 and "No pairing code ACDE-FGHJ is waiting." in wrong.stderr
+    refused = (await switchboard(settings, "audit", "--action", "refused")).stdout
+    assert "telegram:555  refused message:1  refused" in refused
+    assert refused.rstrip().endswith("waiting for pairing approval")
+    approvals = (await switchboard(settings, "audit", "--action", "approved")).stdout
+    assert "shell  approved user:1  ok" in approvals
