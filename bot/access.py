@@ -227,12 +227,7 @@ async def _welcome(core: Core, pairing: PairingCode) -> None:
 
 
 async def approve_user_command(core: Core, turn: Turn, args: list[str]) -> Reply:
-    viewer = await people.viewer(core, turn)
-    if not viewer.staff:
-        await people.refuse(
-            core, viewer.actor, "command:/approve-user", "not the owner or an admin"
-        )
-        return Reply(replies.staff_only("/approve-user"))
+    viewer = await people.staff(core, turn, "/approve-user")
     return Reply(await approve(core, args[0], by=viewer.actor))
 
 

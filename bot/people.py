@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import audit
+from bot import audit, replies
 from bot.core import Core
 from bot.errors import UserFacingError
 from bot.storage.models import (
@@ -75,6 +75,16 @@ async def viewer(core: Core, turn: Turn) -> Viewer:
     async with core.sessions() as session:
         role = await session.scalar(select(User.role).where(User.id == turn.user_id))
     return Viewer(turn.user_id, role or MEMBER, turn.conversation_id)
+
+
+async def staff(core: Core, turn: Turn, command: str) -> Viewer:
+    """The person asking for ``command``, when they are the owner or an admin; anyone else
+    is refused (and the refusal audited)."""
+    asking = await viewer(core, turn)
+    if not asking.staff:
+        await refuse(core, asking.actor, f"command:{command}", "not the owner or an admin")
+        raise UserFacingError(replies.staff_only(command))
+    return asking
 
 
 async def refuse(core: Core, actor: str, subject: str, why: str) -> None:

@@ -104,6 +104,7 @@ async def templates_command(core: Core, turn: Turn, args: list[str]) -> Reply:
             "/templates install NAME."
         )
     if args[0] == "install" and len(args) == 2:
+        await people.staff(core, turn, "/templates install")  # it adds a workflow for everyone
         return Reply(await install_template(core, args[1]))
     return Reply(replies.usage_line(TEMPLATES_USAGE))
 

@@ -264,6 +264,8 @@ async def test_templates_are_listed_and_installed_from_the_chat(runtime: Runtime
         "There is no template called 'transl8'"
         in (await reply_to(runtime, "/templates install transl8")).text
     )
+    member = await in_browser(runtime, "ann", "/templates install summarize")
+    assert member == "Only the owner or an admin may use /templates install."
 
 
 async def test_a_webhook_starts_a_run_with_the_right_secret_only(runtime: Runtime) -> None:
