@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
+from sqlalchemy import ColumnElement, delete, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import audit, replies
@@ -60,7 +60,11 @@ class Viewer:
         and admins; for a member, their own and those of the conversation they ask from."""
         if self.staff:
             return true()
-        return or_(owner == self.user_id, conversation == self.conversation_id)
+        # Never "IS NULL": a person or conversation not known must not match the runs that
+        # have none (a schedule's, a webhook's).
+        mine = [owner == self.user_id] if self.user_id is not None else []
+        here = [conversation == self.conversation_id] if self.conversation_id is not None else []
+        return or_(false(), *mine, *here)
 
 
 # The shell (`switchboard runs list`, `users …`): it runs on the owner's machine.

@@ -83,3 +83,16 @@ async def test_linking_an_account_makes_its_messages_theirs_and_merges_on_purpos
             select(ChannelAccount).where(ChannelAccount.external_id == "999")
         )
     assert account is not None and account.user_id == 1
+
+
+async def test_a_member_nobody_knows_sees_no_run_that_has_no_starter(runtime: Runtime) -> None:
+    from workflows import runs, store
+
+    async with runtime.core.sessions.begin() as session:
+        await store.save(
+            session, "name: noop\nnodes:\n  a: {type: template, text: x}\n", origin="test"
+        )
+    await runs.start(runtime.core, "noop", {}, trigger="shell")  # no starter, no conversation
+
+    assert await runs.recent(runtime.core, people.Viewer(None, people.MEMBER)) == []
+    assert len(await runs.recent(runtime.core, people.SHELL)) == 1
