@@ -71,6 +71,14 @@ class Viewer:
 SHELL = Viewer(None, OWNER)
 
 
+def held(role: str | None) -> set[str]:
+    """The roles a person holds: their own, and an owner holds admin's too (a workflow
+    limited to admins, an approval by ``role:admin``)."""
+    if role is None:
+        return set()
+    return {OWNER, ADMIN} if role == OWNER else {role}
+
+
 def role_for_new_account(channel: str) -> str:
     return OWNER if channel in OWNER_CHANNELS else MEMBER
 

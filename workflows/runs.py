@@ -85,10 +85,10 @@ async def check_allowed(
     """A workflow limited to some users, roles or channels refuses everyone else."""
     if not spec.allow:
         return
-    role, accounts = await _who(session, user_id)
+    roles, accounts = await _who(session, user_id)
     facts = {
         "users": accounts,
-        "roles": {role} if role else set(),
+        "roles": roles,
         "channels": {ref.channel} if ref else set(),
     }
     if all(facts.get(key, set()) & set(allowed) for key, allowed in spec.allow.items()):
@@ -97,16 +97,17 @@ async def check_allowed(
     raise WorkflowError(f"You may not run {spec.name}: it is limited to {limits}.")
 
 
-async def _who(session: AsyncSession, user_id: int | None) -> tuple[str | None, set[str]]:
+async def _who(session: AsyncSession, user_id: int | None) -> tuple[set[str], set[str]]:
+    """A person's roles (an owner holds admin's too) and their accounts as CHANNEL:ID."""
     if user_id is None:
-        return None, set()
+        return set(), set()
     role = await session.scalar(select(User.role).where(User.id == user_id))
     rows = await session.execute(
         select(ChannelAccount.channel, ChannelAccount.external_id).where(
             ChannelAccount.user_id == user_id
         )
     )
-    return role, {f"{channel}:{external}" for channel, external in rows}
+    return people.held(role), {f"{channel}:{external}" for channel, external in rows}
 
 
 def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
@@ -389,9 +390,9 @@ async def decide(core: Core, run_id: int, *, approved: bool, viewer: Viewer, not
         step = await _waiting_step(
             session, "approval", WorkflowStep.run_id == run_id, skip_locked=False
         )
-        role, accounts = await _who(session, viewer.user_id)
+        roles, accounts = await _who(session, viewer.user_id)
         allowed = set((step.output or {}).get("approvers") or ()) if step else set()
-        named = bool(allowed & (accounts | {f"role:{role}"}))
+        named = bool(allowed & (accounts | {f"role:{role}" for role in roles}))
         theirs = named or await _sees(session, viewer, run_id)
         settled = _decidable(step, run_id, allowed, named) if theirs else None
         if settled is not None:

@@ -379,6 +379,13 @@ async def test_people_see_and_touch_only_their_own_runs(runtime: Runtime) -> Non
     assert await in_browser(runtime, "ann", "/approve 1") == "Approved run #1; it goes on now."
 
 
+async def test_an_owner_decides_where_admins_may(runtime: Runtime) -> None:
+    await _save(runtime, PUBLISH.replace('"terminal:alice"', '"role:admin"'))
+    await in_browser(runtime, "ann", "/run publish the news")
+    assert await in_browser(runtime, "ann", "/approve 1") == "Only role:admin may decide on run #1."
+    assert (await reply_to(runtime, "/approve 1")).text == "Approved run #1; it goes on now."
+
+
 async def test_an_approval_nobody_gives_in_time_fails_the_run(runtime: Runtime) -> None:
     await _save(runtime, PUBLISH.replace('approvers: ["terminal:alice"]', "timeout: 0.5"))
     await say(runtime, "/run publish the news")
