@@ -334,6 +334,8 @@ class PairingCode(Base):
     in seconds anyway; it lives an hour, and only owners and admins can approve one."""
 
     __tablename__ = "pairing_codes"
+    # The minute's replies are counted on every stranger's message: without reading them all.
+    __table_args__ = (Index("ix_pairing_codes_replied_at", "replied_at"),)
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_pairing_codes")),
         sa.UniqueConstraint("code", name=op.f("uq_pairing_codes_code")),
     )
+    op.create_index("ix_pairing_codes_replied_at", "pairing_codes", ["replied_at"])
 
 
 def _prompt_actions_per_person() -> None:
