@@ -14,7 +14,7 @@ from arq import Worker
 from arq.connections import ArqRedis
 
 from adapters.local import local_channels
-from bot import services
+from bot import access, services
 from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
@@ -46,6 +46,7 @@ class Runtime:
 def build_commands() -> CommandRegistry:
     registry = CommandRegistry()
     registry.extend(BUILTINS)
+    registry.extend(access.COMMANDS)
     registry.extend(PERSONA_COMMANDS)
     registry.extend(WORKFLOW_COMMANDS)
     registry.fallbacks.append(workflow_command)

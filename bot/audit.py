@@ -41,11 +41,14 @@ async def recent(
     limit: int = 50,
     subject: str | None = None,
     actor: str | None = None,
+    action: str | None = None,
 ) -> Sequence[AuditEvent]:
     """The newest events; ``actor`` matches a prefix (``run:12/`` for one run's calls)."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if subject:
         query = query.where(AuditEvent.subject == subject)
+    if action:
+        query = query.where(AuditEvent.action == action)
     if actor:
         query = query.where(AuditEvent.actor.startswith(actor, autoescape=True))
     return list(await session.scalars(query))
@@ -55,7 +58,11 @@ def line(event: AuditEvent, width: int = 120) -> str:
     """One event on one line: when, who, what, how it went, with what."""
     data = event.data or {}
     took = f"{data['duration_ms']:.0f} ms" if "duration_ms" in data else ""
-    detail = data.get("error") or json.dumps(data.get("arguments", {}), ensure_ascii=False)
+    detail = (
+        data.get("error")
+        or data.get("why")
+        or json.dumps(data.get("arguments", {}), ensure_ascii=False)
+    )
     text = (
         f"#{event.id}  {event.at:%Y-%m-%d %H:%M:%S}  {event.actor}  {event.action} "
         f"{event.subject}  {event.status}  {took}  {detail}"

@@ -54,8 +54,12 @@ def audit(
         str | None, typer.Option(help="Only calls of this tool (or 'GET https://…' requests).")
     ] = None,
     run: Annotated[int | None, typer.Option(help="Only calls made by this workflow run.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this kind of event: refused, approved, …")
+    ] = None,
 ) -> None:
-    """The audit log: every tool call and workflow request, who asked, and how it went."""
+    """The audit log: every tool call and workflow request, every refusal and approval, who
+    asked, and how it went."""
     settings = settings_for("WARNING")
 
     async def work() -> None:
@@ -65,9 +69,11 @@ def audit(
         async with open_runtime(settings, config=False) as runtime:
             async with runtime.core.sessions() as session:
                 actor = f"run:{run}/" if run is not None else None
-                events = await log.recent(session, limit=limit, subject=tool, actor=actor)
+                events = await log.recent(
+                    session, limit=limit, subject=tool, actor=actor, action=action
+                )
             if not events:
-                filtered = tool is not None or run is not None
+                filtered = tool is not None or run is not None or action is not None
                 typer.echo("Nothing recorded matches." if filtered else "Nothing recorded yet.")
             for event in reversed(events):
                 typer.echo(log.line(event))

@@ -274,10 +274,11 @@ def runs_list(limit: int = 20) -> None:
 
     async def work() -> None:
         from bot.app import open_runtime
+        from bot.people import SHELL
         from workflows import runs
 
         async with open_runtime(settings, config=False) as runtime:
-            for line in await runs.recent(runtime.core, limit):
+            for line in await runs.recent(runtime.core, SHELL, limit):
                 typer.echo(line)
 
     run_async(work)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "ollama/llama3.2"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
+
+# Who may talk on a channel: everyone, the listed accounts, or whoever the owner approved.
+Access = Literal["open", "allowlist", "pairing"]
+# Platform user ids (for email: addresses and domains), written comma-separated.
+AllowList = Annotated[list[str], NoDecode]
+CHANNELS = ("web", "terminal", "slack", "telegram", "discord", "email")
 
 
 def _default_home() -> Path:
@@ -59,10 +65,40 @@ class Settings(BaseSettings):
     # Addresses (CIDR) workflow http nodes may call although they are internal.
     workflow_http_allow: list[str] = Field(default_factory=list)
 
+    # Who may talk, per channel (bot/access.py). Channels strangers can reach pair by default.
+    web_access: Access = "open"
+    web_allow: AllowList = Field(default_factory=list)
+    terminal_access: Access = "open"
+    terminal_allow: AllowList = Field(default_factory=list)
+    slack_access: Access = "pairing"
+    slack_allow: AllowList = Field(default_factory=list)
+    telegram_access: Access = "pairing"
+    telegram_allow: AllowList = Field(default_factory=list)
+    discord_access: Access = "pairing"
+    discord_allow: AllowList = Field(default_factory=list)
+    email_access: Access = "pairing"
+    email_allow: AllowList = Field(default_factory=list)
+    # Pairing replies to unknown senders per minute, all channels together: a flood costs
+    # stored rows, never a stream of replies.
+    pairing_replies_per_minute: int = Field(default=20, ge=0)
+
     # The key that encrypts stored secrets; default: `secret.key` in the home, made on first use.
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
+
+    @field_validator(*(f"{channel}_allow" for channel in CHANNELS), mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def access(self, channel: str) -> tuple[Access, list[str]]:
+        """A channel's policy and allow list; a channel not named here pairs, the safe way."""
+        if channel not in CHANNELS:
+            return "pairing", []
+        return getattr(self, f"{channel}_access"), getattr(self, f"{channel}_allow")
 
     @property
     def resolved_config_dir(self) -> Path:

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import files
+from bot import files, people
 from bot.core import Core
 from bot.messages import ConversationRef, IncomingMessage
 from bot.queue import HANDLE_MESSAGE
@@ -129,7 +129,9 @@ async def _resolve(conn: AsyncConnection, core: Core, incoming: IncomingMessage)
 async def _create_account(conn: AsyncConnection, incoming: IncomingMessage) -> int:
     channel, author = incoming.ref.channel, incoming.author
     user_id = await conn.scalar(
-        insert(User).values(display_name=author.display_name).returning(User.id)
+        insert(User)
+        .values(display_name=author.display_name, role=people.role_for_new_account(channel))
+        .returning(User.id)
     )
     inserted = await conn.scalar(
         insert(ChannelAccount)

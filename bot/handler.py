@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
-from bot import outbox, replies
+from bot import access, outbox, replies
 from bot.core import Core
 from bot.errors import UserFacingError
 from bot.locks import HANDLING, conversation_lock
@@ -99,6 +99,8 @@ async def _route(core: Core, turn: Turn) -> Reply:
 
 
 async def _answer(core: Core, turn: Turn) -> Reply:
+    if (refusal := await access.gate(core, turn)) is not None:
+        return refusal
     stripped = turn.text.strip()
     if not stripped and not turn.attachments:
         return Reply(replies.empty_message())

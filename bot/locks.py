@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 HANDLING = 0x5B01
 DELIVERING = 0x5B02
 ADVANCING = 0x5B03  # a workflow run being advanced by a worker
+PAIRING = 0x5B04  # pairing replies, counted against one cap for all channels
 
 
 @contextlib.asynccontextmanager

@@ -39,18 +39,20 @@ def deliver_job_id(outbox_id: int, attempt: int) -> str:
 
 
 async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
+    """Mark the message answered with ``reply``; returns the outbox id (None when the turn
+    was answered before, or the reply is a refusal with nothing to say)."""
     async with core.sessions.begin() as session:
         claimed = await session.scalar(
             update(Message)
             .where(Message.id == turn.message_id, Message.status == "received")
             .values(
-                status="failed" if reply.error else "handled",
-                error=reply.error,
+                status=_status(reply),
+                error=reply.refused or reply.error,
                 handled_at=func.now(),
             )
             .returning(Message.id)
         )
-        if claimed is None:
+        if claimed is None or not (reply.text or reply.attachments):
             return None
         # The claim holds the row lock, so counting earlier answers (from /retry) is safe.
         earlier = await session.scalar(
@@ -67,6 +69,12 @@ async def commit_reply(core: Core, turn: Turn, reply: Reply) -> int | None:
     assert outbox_id is not None
     await _deliver_soon(core, outbox_id)
     return outbox_id
+
+
+def _status(reply: Reply) -> str:
+    if reply.refused:
+        return "refused"
+    return "failed" if reply.error else "handled"
 
 
 async def post(

@@ -161,3 +161,45 @@ def unaddressed_webhook(nodes: Sequence[str]) -> str:
         f"Note: a run this webhook starts has no conversation to answer in, so the reply "
         f"node(s) {', '.join(nodes)} will fail: give them to: {{channel, chat}}."
     )
+
+
+# --- who may see and do what (bot/people.py, bot/access.py) --------------------------------
+
+
+def not_your_run(run_id: int) -> str:
+    # The same words whether the run exists or not: a stranger learns nothing by guessing ids.
+    return f"Run #{run_id} isn't one of yours."
+
+
+def staff_only(command: str) -> str:
+    return f"Only the owner or an admin may use {command}."
+
+
+def pairing_code(code: str, minutes: int) -> str:
+    return (
+        "Hi! I only talk with people the owner of this assistant has let in. "
+        f"Your pairing code is {code} (valid for {minutes} minutes): send it to the owner, "
+        f"who approves it with /approve-user {code} or `switchboard users approve {code}`. "
+        "Once they have, write again."
+    )
+
+
+def welcome() -> str:
+    return "You're in. The owner approved you: write anything to start, or /help for the commands."
+
+
+def approved(identity: str) -> str:
+    return f"Approved {identity}: they can talk to Switchboard now, and I've told them so."
+
+
+def no_such_code(code: str) -> str:
+    return (
+        f"No pairing code {code} is waiting. Check it letter by letter; "
+        "`switchboard users list` shows the codes waiting for approval."
+    )
+
+
+def code_expired(code: str, identity: str) -> str:
+    return (
+        f"The pairing code {code} of {identity} has expired: ask them to write again for a new one."
+    )

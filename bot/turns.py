@@ -28,3 +28,6 @@ class Reply:
     # A failed turn keeps its inbound message as "failed" so /retry can pick it up again.
     error: str | None = None
     persona_id: int | None = None
+    # Why the sender may not talk here (bot/access.py): the message is kept as "refused",
+    # and the reply, if it has any text, is all they get.
+    refused: str | None = None

@@ -23,6 +23,12 @@ from worker.settings import build_worker
 REF = ConversationRef(channel="terminal", chat="alice")
 
 
+async def in_browser(runtime: Runtime, name: str, text: str) -> str:
+    """The reply ``name`` gets in their own web chat (a member: the web channel is open)."""
+    ref = ConversationRef(channel="web", chat=name)
+    return (await reply_to(runtime, text, ref=ref, author=f"web:{name}")).text
+
+
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a `switchboard` process needs to share the test's servers and LLM."""
     return {
@@ -94,9 +100,12 @@ async def delivered(runtime: Runtime, ref: ConversationRef = REF) -> list[Outgoi
 
 
 async def reply_to(runtime: Runtime, text: str, **kwargs: object) -> OutgoingMessage:
+    """The one reply to ``text`` (said at ``ref=``, by ``author=``, as ``incoming`` takes)."""
     received = await say(runtime, text, **kwargs)
     await drain(runtime)
-    found = [out for out in await delivered(runtime) if out.in_reply_to == received.message_id]
+    ref = kwargs.get("ref", REF)
+    assert isinstance(ref, ConversationRef)
+    found = [out for out in await delivered(runtime, ref) if out.in_reply_to == received.message_id]
     assert len(found) == 1, f"expected one reply to {text!r}, got {found}"
     return found[0]
 

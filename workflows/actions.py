@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from bot import files, replies
@@ -21,6 +21,7 @@ from bot.core import Core
 from bot.errors import UserFacingError
 from bot.messages import Attachment
 from bot.names import NAME
+from bot.people import Viewer
 from bot.router import is_command
 from bot.storage.models import Message, PromptAction, PromptActionRun
 from bot.turns import Turn
@@ -52,26 +53,35 @@ def check_template(template: str, given: set[str] | None) -> None:
         )
 
 
-async def save(core: Core, turn: Turn, name: str, template: str, options: dict[str, str]) -> str:
+async def save(
+    core: Core, viewer: Viewer, name: str, template: str, options: dict[str, str]
+) -> str:
+    """Keep an action: the owner's and admins' are shared with everyone, a member's are
+    their own (one of a shared name comes first for them and changes nothing for others)."""
     if not NAME.match(name) or name in ("try", "save", "history", "delete"):
         raise WorkflowError(f"'{name}' cannot name an action: use lowercase letters and digits")
     check_template(template, None)  # its own variables come with each run (key=value)
     values = {
         "name": name,
+        "owner_id": None if viewer.staff else viewer.user_id,
         "template": template,
         "model": options.get("model"),
         "temperature": _temperature(options.get("temperature")),
-        "created_by": turn.user_id,
+        "created_by": viewer.user_id,
     }
     statement = insert(PromptAction).values(**values)
     async with core.sessions.begin() as session:
         await session.execute(
             statement.on_conflict_do_update(
-                index_elements=["name"],
+                index_elements=["name", "owner_id"],
                 set_={**{k: statement.excluded[k] for k in values}, "updated_at": func.now()},
             )
         )
-    return f"Saved the action {name}. Run it with /t {name} (on the message before, or on text)."
+    whose = "everyone here may run it" if viewer.staff else "it is yours alone"
+    return (
+        f"Saved the action {name}. Run it with /t {name} (on the message before, or on "
+        f"text); {whose}."
+    )
 
 
 async def run(
@@ -103,29 +113,57 @@ async def run(
     return Outcome(completion.text, ok=True)
 
 
-async def find(core: Core, name: str) -> PromptAction:
+def _runnable(viewer: Viewer) -> Any:
+    """The actions ``viewer`` runs by name: their own and the shared ones."""
+    return or_(PromptAction.owner_id == viewer.user_id, PromptAction.owner_id.is_(None))
+
+
+async def find(core: Core, viewer: Viewer, name: str) -> PromptAction:
+    """The action ``name`` as ``viewer`` knows it: their own first, else the shared one."""
     async with core.sessions() as session:
-        action = await session.scalar(select(PromptAction).where(PromptAction.name == name))
+        action = await session.scalar(
+            select(PromptAction)
+            .where(PromptAction.name == name, _runnable(viewer))
+            .order_by(PromptAction.owner_id.nulls_last())
+            .limit(1)
+        )
         if action is None:
-            known = (
-                await session.scalars(select(PromptAction.name).order_by(PromptAction.name))
-            ).all()
-            listing = ", ".join(known) or 'none yet: save one with /t save NAME "template"'
+            known = await session.scalars(
+                select(PromptAction.name).where(_runnable(viewer)).distinct()
+            )
+            listing = ", ".join(sorted(known)) or 'none yet: save one with /t save NAME "template"'
             raise WorkflowError(f"There is no action called '{name}'. Actions: {listing}.")
         return action
 
 
-async def listing(core: Core) -> str:
+async def listing(core: Core, viewer: Viewer) -> str:
+    """The actions ``viewer`` may run; the owner and admins see members' own ones too."""
+    query = select(PromptAction).order_by(PromptAction.name, PromptAction.owner_id.nulls_first())
+    if not viewer.staff:
+        query = query.where(_runnable(viewer))
     async with core.sessions() as session:
-        actions = (await session.scalars(select(PromptAction).order_by(PromptAction.name))).all()
+        actions = (await session.scalars(query)).all()
     if not actions:
         return 'No actions yet. Try one: /t try "Summarise in one line: {{ text }}"'
-    lines = [f"  {a.name} — {replies.clip(a.template, 70)}" for a in actions]
-    return "Actions:\n" + "\n".join(lines)
+    return "Actions:\n" + "\n".join(_action_line(a, viewer) for a in actions)
 
 
-async def history(core: Core, name: str | None) -> str:
-    query = select(PromptActionRun).order_by(PromptActionRun.id.desc()).limit(10)
+def _action_line(action: PromptAction, viewer: Viewer) -> str:
+    whose = ""
+    if action.owner_id is not None:
+        whose = " (yours)" if action.owner_id == viewer.user_id else f" (#{action.owner_id}'s)"
+    return f"  {action.name} — {replies.clip(action.template, 70)}{whose}"
+
+
+async def history(core: Core, viewer: Viewer, name: str | None) -> str:
+    """The latest runs ``viewer`` may see: their own and their conversation's (all of them
+    for the owner and admins)."""
+    query = (
+        select(PromptActionRun)
+        .where(viewer.sees(PromptActionRun.user_id, PromptActionRun.conversation_id))
+        .order_by(PromptActionRun.id.desc())
+        .limit(10)
+    )
     if name:
         query = query.where(PromptActionRun.name == name)
     async with core.sessions() as session:
@@ -249,6 +287,7 @@ async def _record(
                 name=name,
                 template=template,
                 conversation_id=turn.conversation_id,
+                user_id=turn.user_id,
                 input=source,
                 output=completion.text if completion else None,
                 model=completion.model if completion else model,

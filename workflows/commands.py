@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import replies
+from bot import people, replies
 from bot.core import Core
 from bot.router import Command
 from bot.turns import Reply, Turn
@@ -16,7 +16,7 @@ RUN_USAGE = "/run NAME [key=value …] | /run status ID | /run cancel ID | /run 
 async def run_command(core: Core, turn: Turn, args: list[str]) -> Reply:
     action = args[0].lower()
     if action in ("status", "cancel", "retry") and len(args) == 2:
-        return await _manage(core, action, args[1])
+        return await _manage(core, turn, action, args[1])
     return await start_from_chat(core, turn, args[0], args[1:])
 
 
@@ -33,8 +33,9 @@ async def start_from_chat(core: Core, turn: Turn, name: str, words: list[str]) -
     return Reply(f"Started run #{run_id} of {workflow}. I'll answer here when it's done.")
 
 
-async def _manage(core: Core, action: str, raw_id: str) -> Reply:
+async def _manage(core: Core, turn: Turn, action: str, raw_id: str) -> Reply:
     run_id = _run_id(raw_id)
+    await runs.check_theirs(core, await people.viewer(core, turn), run_id, f"/run {action}")
     if action == "status":
         return Reply(await runs.describe(core, run_id))
     if action == "cancel":
@@ -59,15 +60,21 @@ async def reject_command(core: Core, turn: Turn, args: list[str]) -> Reply:
 
 async def _decide(core: Core, turn: Turn, args: list[str], *, approved: bool) -> Reply:
     note = " ".join(args[1:])
-    text = await runs.decide(
-        core, _run_id(args[0]), approved=approved, user_id=turn.user_id, note=note
-    )
+    viewer = await people.viewer(core, turn)
+    text = await runs.decide(core, _run_id(args[0]), approved=approved, viewer=viewer, note=note)
     return Reply(text)
 
 
 async def runs_command(core: Core, turn: Turn, args: list[str]) -> Reply:
-    lines = await runs.recent(core)
-    return Reply("Recent runs:\n" + "\n".join(lines) if lines else "No runs yet.")
+    viewer = await people.viewer(core, turn)
+    lines = await runs.recent(core, viewer)
+    if viewer.staff:
+        return Reply("Recent runs:\n" + "\n".join(lines) if lines else "No runs yet.")
+    return Reply(
+        "Your runs and this conversation's:\n" + "\n".join(lines)
+        if lines
+        else "No runs of yours yet."
+    )
 
 
 async def workflow_command(core: Core, turn: Turn, name: str, args: list[str]) -> Reply | None:
@@ -97,6 +104,7 @@ async def templates_command(core: Core, turn: Turn, args: list[str]) -> Reply:
             "/templates install NAME."
         )
     if args[0] == "install" and len(args) == 2:
+        await people.staff(core, turn, "/templates install")  # it adds a workflow for everyone
         return Reply(await install_template(core, args[1]))
     return Reply(replies.usage_line(TEMPLATES_USAGE))
 
@@ -120,20 +128,21 @@ ACTION_USAGE = (
 
 
 async def action_command(core: Core, turn: Turn, args: list[str]) -> Reply:
+    viewer = await people.viewer(core, turn)
     if not args:
-        return Reply(await actions.listing(core) + f"\nUsage: {ACTION_USAGE}")
+        return Reply(await actions.listing(core, viewer) + f"\nUsage: {ACTION_USAGE}")
     verb, rest = args[0], args[1:]
     if verb == "history" and len(rest) <= 1:
-        return Reply(await actions.history(core, rest[0] if rest else None))
+        return Reply(await actions.history(core, viewer, rest[0] if rest else None))
     if verb == "save" and len(rest) >= 2:
         options = {k: v for k, _, v in (w.partition("=") for w in rest[2:])}
-        return Reply(await actions.save(core, turn, rest[0], rest[1], options))
+        return Reply(await actions.save(core, viewer, rest[0], rest[1], options))
     if verb == "try" and rest:
         outcome = await actions.run(core, turn, "try", rest[0], None, None, rest[1:])
     elif verb in ("history", "save", "try"):
         return Reply(replies.usage_line(ACTION_USAGE))
     else:
-        action = await actions.find(core, verb)
+        action = await actions.find(core, viewer, verb)
         outcome = await actions.run(
             core,
             turn,

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import column, delete, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import locks, outbox, replies
+from bot import locks, outbox, people, replies
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
+from bot.people import Viewer
 from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
 from bot.turns import Reply, Turn
 from workflows import store
@@ -91,10 +92,10 @@ async def check_allowed(
     """A workflow limited to some users, roles or channels refuses everyone else."""
     if not spec.allow:
         return
-    role, accounts = await _who(session, user_id)
+    roles, accounts = await _who(session, user_id)
     facts = {
         "users": accounts,
-        "roles": {role} if role else set(),
+        "roles": roles,
         "channels": {ref.channel} if ref else set(),
     }
     if all(facts.get(key, set()) & set(allowed) for key, allowed in spec.allow.items()):
@@ -103,16 +104,17 @@ async def check_allowed(
     raise WorkflowError(f"You may not run {spec.name}: it is limited to {limits}.")
 
 
-async def _who(session: AsyncSession, user_id: int | None) -> tuple[str | None, set[str]]:
+async def _who(session: AsyncSession, user_id: int | None) -> tuple[set[str], set[str]]:
+    """A person's roles (an owner holds admin's too) and their accounts as CHANNEL:ID."""
     if user_id is None:
-        return None, set()
+        return set(), set()
     role = await session.scalar(select(User.role).where(User.id == user_id))
     rows = await session.execute(
         select(ChannelAccount.channel, ChannelAccount.external_id).where(
             ChannelAccount.user_id == user_id
         )
     )
-    return role, {f"{channel}:{external}" for channel, external in rows}
+    return people.held(role), {f"{channel}:{external}" for channel, external in rows}
 
 
 def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
@@ -311,12 +313,15 @@ def _short(value: Any, limit: int = 300) -> str:
     return replies.clip(_format(value) if not isinstance(value, str) else value, limit)
 
 
-async def recent(core: Core, limit: int = 10) -> list[str]:
+async def recent(core: Core, viewer: Viewer, limit: int = 10) -> list[str]:
+    """The latest runs ``viewer`` may see: all for the owner and admins, else their own and
+    those started in the conversation they ask from."""
     async with core.sessions() as session:
         rows = (
             await session.execute(
                 select(WorkflowRun.id, Workflow.name, WorkflowRun.status, WorkflowRun.created_at)
                 .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .where(_visible(viewer))
                 .order_by(WorkflowRun.id.desc())
                 .limit(limit)
             )
@@ -358,25 +363,65 @@ async def sweep(core: Core) -> int:
     return sum(queued)
 
 
-async def decide(
-    core: Core, run_id: int, *, approved: bool, user_id: int | None, note: str = ""
-) -> str:
-    """/approve or /reject: settle the run's waiting approval and let it go on."""
+async def check_theirs(core: Core, viewer: Viewer, run_id: int, doing: str) -> None:
+    """Refuse ``viewer`` a run that is not theirs to see, in the same words whether it
+    exists or not, and note the refusal in the audit log."""
+    if viewer.staff:
+        return
+    async with core.sessions() as session:
+        if await _sees(session, viewer, run_id):
+            return
+    await _refuse(core, viewer, run_id, doing)
+
+
+async def _refuse(core: Core, viewer: Viewer, run_id: int, doing: str) -> NoReturn:
+    await people.refuse(core, viewer.actor, f"run:{run_id}", f"{doing} of a run not theirs")
+    raise WorkflowError(replies.not_your_run(run_id))
+
+
+def _visible(viewer: Viewer) -> Any:
+    return viewer.sees(WorkflowRun.started_by, WorkflowRun.conversation_id)
+
+
+async def _sees(session: AsyncSession, viewer: Viewer, run_id: int) -> bool:
+    found = await session.scalar(
+        select(WorkflowRun.id).where(WorkflowRun.id == run_id, _visible(viewer))
+    )
+    return found is not None
+
+
+async def decide(core: Core, run_id: int, *, approved: bool, viewer: Viewer, note: str = "") -> str:
+    """/approve or /reject: settle the run's waiting approval and let it go on.
+
+    When the approval names its approvers, only they decide; else whoever may see the run
+    (its starter, its conversation, the owner and admins)."""
     async with core.sessions.begin() as session:
         step = await _waiting_step(
             session, "approval", WorkflowStep.run_id == run_id, skip_locked=False
         )
-        if step is None:
-            raise WorkflowError(f"Run #{run_id} is not waiting for an approval.")
-        role, accounts = await _who(session, user_id)
-        allowed = set((step.output or {}).get("approvers") or ())
-        if allowed and not allowed & (accounts | {f"role:{role}"}):
-            raise WorkflowError(f"Only {', '.join(sorted(allowed))} may decide on run #{run_id}.")
-        by = sorted(accounts)[0] if accounts else "someone"
-        await _settle(session, step, {"approved": approved, "by": by, "note": note})
-    await _resume(core, step)
+        roles, accounts = await _who(session, viewer.user_id)
+        allowed = set((step.output or {}).get("approvers") or ()) if step else set()
+        named = bool(allowed & (accounts | {f"role:{role}" for role in roles}))
+        theirs = named or await _sees(session, viewer, run_id)
+        settled = _decidable(step, run_id, allowed, named) if theirs else None
+        if settled is not None:
+            by = sorted(accounts)[0] if accounts else "someone"
+            await _settle(session, settled, {"approved": approved, "by": by, "note": note})
+    if settled is None:
+        await _refuse(core, viewer, run_id, "/approve" if approved else "/reject")
+    await _resume(core, settled)
     verdict = "Approved" if approved else "Rejected"
     return f"{verdict} run #{run_id}; it goes on now."
+
+
+def _decidable(
+    step: WorkflowStep | None, run_id: int, allowed: set[str], named: bool
+) -> WorkflowStep:
+    if step is None:
+        raise WorkflowError(f"Run #{run_id} is not waiting for an approval.")
+    if allowed and not named:
+        raise WorkflowError(f"Only {', '.join(sorted(allowed))} may decide on run #{run_id}.")
+    return step
 
 
 async def take_answer(core: Core, turn: Turn) -> Reply | None:

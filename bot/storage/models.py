@@ -46,6 +46,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(32), default="member", server_default="member")
+    # When the owner let this person in (a pairing code approved); channels with the
+    # ``pairing`` policy answer only approved people, owners and admins.
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
 
 
@@ -117,7 +120,8 @@ class Message(Base):
     attachments: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     # Where to answer this very message (email threading differs per message).
     ref: Mapped[dict[str, Any] | None] = mapped_column()
-    # inbound: received → handled | failed; outbound: the reply's own row, always "handled".
+    # inbound: received → handled | failed | refused (the sender may not talk here: kept,
+    # never answered); outbound: the reply's own row, always "handled".
     status: Mapped[str] = mapped_column(String(16), default="received")
     error: Mapped[str | None] = mapped_column(Text)
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
@@ -280,11 +284,18 @@ class WorkflowStep(Base):
 
 
 class PromptAction(Base):
-    """A reusable prompt: a template run on a message, a thread or given text (/t NAME)."""
+    """A reusable prompt: a template run on a message, a thread or given text (/t NAME).
+
+    A member's action is theirs (``owner_id``); one saved by the owner or an admin is
+    shared (``owner_id`` NULL) and everyone may run it. A name is unique per owner, so a
+    member's own action of a shared name comes first for them and changes nothing for others.
+    """
 
     __tablename__ = "prompt_actions"
+    __table_args__ = (UniqueConstraint("name", "owner_id", postgresql_nulls_not_distinct=True),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     template: Mapped[str] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(200))
     temperature: Mapped[float | None] = mapped_column(Float)
@@ -306,6 +317,7 @@ class PromptActionRun(Base):
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     input: Mapped[str] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(200))
@@ -315,6 +327,31 @@ class PromptActionRun(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
+
+
+class PairingCode(Base):
+    """The code a stranger on a ``pairing`` channel gets: one live code per person, shown
+    again when they write again, until the owner approves it or it expires.
+
+    Kept in plain text: the same code must be shown again, and a hash of 40 bits is undone
+    in seconds anyway; it lives an hour, and only owners and admins can approve one."""
+
+    __tablename__ = "pairing_codes"
+    # The minute's replies are counted on every stranger's message: without reading them all.
+    __table_args__ = (Index("ix_pairing_codes_replied_at", "replied_at"),)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    identity: Mapped[str] = mapped_column(String(300))  # telegram:123, as the owner reads it
+    # Where the welcome goes once approved: the conversation they last wrote in.
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The last time the code was shown: at most once per interval per person.
+    replied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Secret(Base):

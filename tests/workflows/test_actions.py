@@ -8,7 +8,7 @@ from bot.app import Runtime
 from bot.messages import Attachment
 from bot.storage.models import Message, PromptActionRun, StoredFile
 from tests.fakes.llm_server import FakeLLM
-from tests.support import reply_to
+from tests.support import in_browser, reply_to
 
 
 async def test_try_then_save_then_run_on_the_message_before(runtime: Runtime, llm: FakeLLM) -> None:
@@ -35,6 +35,27 @@ async def test_try_then_save_then_run_on_the_message_before(runtime: Runtime, ll
         ("formal", "see you soon", "ok"),
     ]
     assert runs[1].prompt_tokens > 0
+
+
+async def test_actions_and_their_history_belong_to_their_person(runtime: Runtime) -> None:
+    tried = await in_browser(runtime, "ann", '/t try "Secret: {{ text }}" ann-private')
+    assert tried == "echo: Secret: ann-private"
+    await in_browser(runtime, "ann", '/t save mine "Ann: {{ text }}"')
+
+    assert await in_browser(runtime, "bob", "/t history") == "No action runs yet."
+    assert "There is no action called 'mine'" in await in_browser(runtime, "bob", "/t mine hi")
+    await in_browser(runtime, "bob", '/t save mine "Bob: {{ text }}"')  # his own: ann's stays
+    assert await in_browser(runtime, "ann", "/t mine hi") == "echo: Ann: hi"
+    assert await in_browser(runtime, "bob", "/t mine hi") == "echo: Bob: hi"
+
+    await reply_to(runtime, '/t save shout "Loud: {{ text }}"')  # the owner's: everyone's
+    assert await in_browser(runtime, "bob", "/t shout hey") == "echo: Loud: hey"
+    listed = await in_browser(runtime, "bob", "/t")
+    assert "shout — Loud" in listed and "mine — Bob" in listed and "Ann:" not in listed
+    assert "ann-private" not in await in_browser(runtime, "bob", "/t history")
+    assert "ann-private" in (await reply_to(runtime, "/t history")).text
+    await in_browser(runtime, "bob", '/t save shout "Quiet: {{ text }}"')
+    assert await in_browser(runtime, "ann", "/t shout hey") == "echo: Loud: hey"
 
 
 async def test_an_action_on_the_whole_thread(runtime: Runtime, llm: FakeLLM) -> None:

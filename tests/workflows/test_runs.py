@@ -16,7 +16,7 @@ from bot.conversation import receive
 from bot.messages import ConversationRef
 from bot.storage.models import AuditEvent, Workflow, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
-from tests.support import REF, delivered, drain, incoming, reply_to, say, serve
+from tests.support import REF, delivered, drain, in_browser, incoming, reply_to, say, serve
 from workflows import runs, store
 from workflows.errors import WorkflowError
 
@@ -264,6 +264,8 @@ async def test_templates_are_listed_and_installed_from_the_chat(runtime: Runtime
         "There is no template called 'transl8'"
         in (await reply_to(runtime, "/templates install transl8")).text
     )
+    member = await in_browser(runtime, "ann", "/templates install summarize")
+    assert member == "Only the owner or an admin may use /templates install."
 
 
 async def test_a_webhook_starts_a_run_with_the_right_secret_only(runtime: Runtime) -> None:
@@ -352,6 +354,36 @@ async def test_an_approval_waits_without_a_worker_and_resumes_on_a_decision(
     assert (await delivered(runtime))[-1].text == "Not published (not today)"
     assert (await _run(runtime, 1)).status == "succeeded"
     assert (await reply_to(runtime, "/approve 1")).text == "Run #1 is not waiting for an approval."
+
+
+async def test_people_see_and_touch_only_their_own_runs(runtime: Runtime) -> None:
+    await _save(runtime, PUBLISH.replace(', approvers: ["terminal:alice"]', ""))
+    started = await in_browser(runtime, "ann", "/run publish the news")
+    assert started.startswith("Started run #1 of publish.")
+
+    for asked in ("/run status 1", "/run cancel 1", "/run retry 1", "/reject 1", "/run status 9"):
+        number = asked.split()[-1]
+        assert await in_browser(runtime, "bob", asked) == f"Run #{number} isn't one of yours."
+    assert await in_browser(runtime, "bob", "/runs") == "No runs of yours yet."
+    assert (await _run(runtime, 1)).status == "waiting"
+    async with runtime.core.sessions() as session:
+        refused = (
+            await session.scalars(select(AuditEvent).where(AuditEvent.action == "refused"))
+        ).all()
+    assert [e.subject for e in refused] == ["run:1", "run:1", "run:1", "run:1", "run:9"]
+    assert {e.actor for e in refused} == {"user:2"}  # bob: ann wrote first
+
+    assert "#1 publish: waiting" in await in_browser(runtime, "ann", "/runs")
+    assert "#1 publish: waiting" in (await reply_to(runtime, "/runs")).text
+    assert (await reply_to(runtime, "/run status 1")).text.startswith("Run #1 of publish")
+    assert await in_browser(runtime, "ann", "/approve 1") == "Approved run #1; it goes on now."
+
+
+async def test_an_owner_decides_where_admins_may(runtime: Runtime) -> None:
+    await _save(runtime, PUBLISH.replace('"terminal:alice"', '"role:admin"'))
+    await in_browser(runtime, "ann", "/run publish the news")
+    assert await in_browser(runtime, "ann", "/approve 1") == "Only role:admin may decide on run #1."
+    assert (await reply_to(runtime, "/approve 1")).text == "Approved run #1; it goes on now."
 
 
 async def test_an_approval_nobody_gives_in_time_fails_the_run(runtime: Runtime) -> None:
