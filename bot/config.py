@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "ollama/llama3.2"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
+
+
+@dataclass(frozen=True)
+class TemplateBounds:
+    """What a template a person or a workflow supplies may use (see bot/sandbox.py)."""
+
+    timeout: float = 2.0  # seconds of wall-clock time
+    memory_mb: int = 256  # the address space of the process that renders it
+    max_output: int = 1_000_000  # characters
 
 
 def _default_home() -> Path:
@@ -59,10 +69,21 @@ class Settings(BaseSettings):
     # Addresses (CIDR) workflow http nodes may call although they are internal.
     workflow_http_allow: list[str] = Field(default_factory=list)
 
+    # Bounds on every template and expression a person or a workflow supplies.
+    template_timeout: float = Field(default=TemplateBounds.timeout, gt=0)
+    template_memory_mb: int = Field(default=TemplateBounds.memory_mb, ge=64)
+    template_max_output: int = Field(default=TemplateBounds.max_output, gt=0)
+
     # The key that encrypts stored secrets; default: `secret.key` in the home, made on first use.
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
+
+    @property
+    def template_bounds(self) -> TemplateBounds:
+        return TemplateBounds(
+            self.template_timeout, self.template_memory_mb, self.template_max_output
+        )
 
     @property
     def resolved_config_dir(self) -> Path:
