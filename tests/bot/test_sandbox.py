@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from bot import replies
-from bot.config import TemplateBounds
+from bot.app import open_runtime
+from bot.config import Settings, TemplateBounds
 from bot.errors import BadTemplate, LimitExceeded
 from bot.sandbox import Sandbox
 from bot.sandbox_child import frame
+from tests.support import loop_gaps
 
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
 DOUBLING = (
@@ -70,20 +72,8 @@ async def gone(pid: int, within: float = 10.0) -> bool:
 async def test_nested_loops_stop_at_the_deadline_while_the_loop_keeps_serving(
     sandbox: Sandbox,
 ) -> None:
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            gaps.append(time.monotonic() - last)
-            last = time.monotonic()
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_gaps() as gaps:
         text = await refusal(sandbox.render(LOOPS, {}))
-    finally:
-        ticker.cancel()
     assert (
         text
         == replies.template_too_slow(2)
@@ -185,9 +175,17 @@ async def test_closing_stops_every_child() -> None:
         await busy
 
 
+async def test_leaving_the_runtime_stops_the_cores_children(settings: Settings) -> None:
+    async with open_runtime(settings, config=False) as runtime:
+        assert await runtime.core.sandbox.render("{{ [1, 2]|sum }}", {}) == "3"
+        pids = children(runtime.core.sandbox)
+
+    assert len(pids) == 1 and await gone(pids[0])
+
+
 PARENT = """
 import asyncio, sys
-from bot.config import TemplateBounds
+from bot.config import Settings, TemplateBounds
 from bot.sandbox import Sandbox
 
 async def main():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from bot.app import Runtime
 from bot.messages import Attachment, ConversationRef
 from bot.storage.models import Message, PromptActionRun, StoredFile
 from tests.fakes.llm_server import FakeLLM
-from tests.support import delivered, drain, outbox_rows, reply_to, say
+from tests.support import delivered, drain, loop_gaps, outbox_rows, reply_to, say
 
 
 async def test_try_then_save_then_run_on_the_message_before(runtime: Runtime, llm: FakeLLM) -> None:
@@ -69,21 +68,9 @@ async def test_a_template_bomb_is_stopped_while_others_are_answered(
     bob = ConversationRef(channel="terminal", chat="bob")
     bomb = await say(runtime, BOMB)
     help_ = await say(runtime, "/help", ref=bob, author="bob")
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            gaps.append(time.monotonic() - last)
-            last = time.monotonic()
-
-    ticker = asyncio.create_task(tick())
     started = time.monotonic()
-    try:
+    async with loop_gaps() as gaps:
         await drain(runtime)
-    finally:
-        ticker.cancel()
 
     assert time.monotonic() - started < 30
     [stopped] = [out for out in await delivered(runtime) if out.in_reply_to == bomb.message_id]
