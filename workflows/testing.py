@@ -47,9 +47,9 @@ async def run_in_memory(
 ) -> MemoryRun:
     """Run ``spec`` to its end (or its first wait) in memory. Templates render in
     ``sandbox``, else the core's, else one made for this run with the default bounds."""
+    if sandbox is None and core is not None:
+        sandbox = core.sandbox
     async with contextlib.AsyncExitStack() as stack:
-        if sandbox is None:
-            sandbox = core.sandbox if core is not None else None
         if sandbox is None:
             sandbox = await stack.enter_async_context(Sandbox(TemplateBounds()))
         return await _run_in_memory(spec, inputs, mocks, core, workspace, depth, sandbox)
