@@ -35,7 +35,9 @@ from typing import Annotated, Any, TypedDict
 
 from bench._common import emit, quiet_logs, say, settings, temp_home
 from bot.app import Runtime, open_runtime
+from bot.config import TemplateBounds
 from bot.messages import Attachment, ConversationRef
+from bot.sandbox import Sandbox
 from workflows import runs, store
 from workflows.engine import Engine
 from workflows.state import MemoryStore, RunState
@@ -109,7 +111,8 @@ def in_memory(source: str, workspace: Path) -> Once:
     async def wake(run: RunState, when: datetime) -> None:
         raise AssertionError("no node waits")
 
-    engine = Engine(None, memory, post, wake, workspace)
+    # Its templates are plain text: the sandbox never starts a child process here.
+    engine = Engine(None, memory, post, wake, workspace, Sandbox(TemplateBounds()))
 
     async def once() -> float:
         run_id = len(memory.runs) + 1

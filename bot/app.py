@@ -75,9 +75,10 @@ async def open_runtime(
             live=local_channels(redis),
             interceptors=[take_answer],
         )
-        if prepare:
-            await prepare_storage(core, config=config)
-        yield Runtime(core, redis, endpoints)
+        async with contextlib.aclosing(core):
+            if prepare:
+                await prepare_storage(core, config=config)
+            yield Runtime(core, redis, endpoints)
     finally:
         if redis is not None:
             await redis.aclose()

@@ -203,10 +203,13 @@ def _spec(target: str) -> Any:
 
 
 def _read(path: Path) -> str:
+    from workflows.errors import WorkflowError
+    from workflows.validate import read_file
+
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        typer.secho(f"cannot read {path}: {exc}", err=True, fg="red")
+        return read_file(path)
+    except WorkflowError as exc:
+        typer.secho(exc.text, err=True, fg="red")
         raise typer.Exit(1) from exc
 
 

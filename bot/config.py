@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,15 @@ Access = Literal["open", "allowlist", "pairing"]
 # Platform user ids (for email: addresses and domains), written comma-separated.
 AllowList = Annotated[list[str], NoDecode]
 CHANNELS = ("web", "terminal", "slack", "telegram", "discord", "email")
+
+
+@dataclass(frozen=True)
+class TemplateBounds:
+    """What a template a person or a workflow supplies may use (see bot/sandbox.py)."""
+
+    timeout: float = 2.0  # seconds of wall-clock time
+    memory_mb: int = 256  # the address space of the process that renders it
+    max_output: int = 1_000_000  # characters
 
 
 def _default_home() -> Path:
@@ -81,6 +91,10 @@ class Settings(BaseSettings):
     # Pairing replies to unknown senders per minute, all channels together: a flood costs
     # stored rows, never a stream of replies.
     pairing_replies_per_minute: int = Field(default=20, ge=0)
+    # Bounds on every template and expression a person or a workflow supplies.
+    template_timeout: float = Field(default=TemplateBounds.timeout, gt=0)
+    template_memory_mb: int = Field(default=TemplateBounds.memory_mb, ge=64)
+    template_max_output: int = Field(default=TemplateBounds.max_output, gt=0)
 
     # The key that encrypts stored secrets; default: `secret.key` in the home, made on first use.
     secret_key: SecretStr | None = None
@@ -99,6 +113,12 @@ class Settings(BaseSettings):
         if channel not in CHANNELS:
             return "pairing", []
         return getattr(self, f"{channel}_access"), getattr(self, f"{channel}_allow")
+
+    @property
+    def template_bounds(self) -> TemplateBounds:
+        return TemplateBounds(
+            self.template_timeout, self.template_memory_mb, self.template_max_output
+        )
 
     @property
     def resolved_config_dir(self) -> Path:

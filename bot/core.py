@@ -17,6 +17,7 @@ from bot.turns import Reply, Turn
 
 if TYPE_CHECKING:
     from bot.llm import LLMGateway
+    from bot.sandbox import Sandbox
     from bot.tools import ToolRegistry
 
 
@@ -51,6 +52,7 @@ class Core:
     interceptors: list[Interceptor] = field(default_factory=list)
     _llm: LLMGateway | None = None
     _tools: ToolRegistry | None = None
+    _sandbox: Sandbox | None = None
 
     @functools.cached_property
     def autocommit(self) -> AsyncEngine:
@@ -67,6 +69,21 @@ class Core:
 
             self._llm = LLMGateway(self.settings, record=record_call(self.sessions))
         return self._llm
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """Where templates people and workflows supply are rendered, within the settings'
+        bounds; its child processes start when a template first needs one."""
+        if self._sandbox is None:
+            from bot.sandbox import Sandbox
+
+            self._sandbox = Sandbox(self.settings.template_bounds)
+        return self._sandbox
+
+    async def aclose(self) -> None:
+        """Stop what the core started for itself (the sandbox's child processes)."""
+        if self._sandbox is not None:
+            await self._sandbox.aclose()
 
     @property
     def tools(self) -> ToolRegistry:

@@ -6,6 +6,8 @@ SwitchboardError
 │   │   ├── LLMUnreachable the model's server could not be reached
 │   │   ├── LLMTimeout     the model took longer than the configured timeout
 │   │   └── LLMAuthError   the provider refused our credentials
+│   ├── BadTemplate        a template a person or a workflow supplied cannot run (``.text``:
+│   │                      why: a syntax error, an unknown name, a refused attribute)
 │   └── LimitExceeded      bounded work broke its bound ("that template ran for more than 2 s")
 ├── AdapterError           a platform refused or failed a send (``.retry_after``, ``.permanent``)
 └── ServiceError           an embedded or external service could not be started or reached
@@ -45,6 +47,10 @@ class LLMTimeout(LLMError):
 
 class LLMAuthError(LLMError):
     pass
+
+
+class BadTemplate(UserFacingError):
+    """A template cannot run as written; ``.text`` says why, without the template itself."""
 
 
 class LimitExceeded(UserFacingError):

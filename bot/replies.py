@@ -203,3 +203,49 @@ def code_expired(code: str, identity: str) -> str:
     return (
         f"The pairing code {code} of {identity} has expired: ask them to write again for a new one."
     )
+
+
+# --- templates that broke a bound (bot/sandbox.py) ----------------------------------------
+
+
+def template_too_slow(seconds: float) -> str:
+    return (
+        f"That template ran for more than {seconds:g} s and was stopped. "
+        "Make it do less work: fewer or smaller loops."
+    )
+
+
+def template_too_big(limit: int) -> str:
+    return (
+        f"That template would make more than {limit:,} characters and was stopped. "
+        "Make it produce less text."
+    )
+
+
+def template_too_much_memory(megabytes: int) -> str:
+    return (
+        f"That template needed more than {megabytes:,} MB of memory and was stopped. "
+        "Make it build smaller values."
+    )
+
+
+def template_range_too_long(limit: int, asked: int) -> str:
+    return f"range() may count at most {limit:,} items in a template; that one asked for {asked:,}."
+
+
+def template_number_too_big(digits: int) -> str:
+    return f"Numbers in a template may have at most {digits:,} digits; that one would have more."
+
+
+def template_crashed(code: int | None) -> str:
+    return (
+        f"The process rendering that template stopped unexpectedly (exit code {code}). "
+        "Try again; if it happens again, simplify the template."
+    )
+
+
+def template_process_failed(detail: str) -> str:
+    return (
+        f"I couldn't start the process that renders templates ({detail}). Check "
+        "SWITCHBOARD_TEMPLATE_MEMORY_MB: it must leave room for Python itself (64 MB or more)."
+    )

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 def jsonable(value: Any) -> Any:
     """A copy that JSON can hold: dates become ISO strings, bytes a size, anything else text."""
-    return json.loads(json.dumps(value, default=_fallback))
+    return json.loads(to_json(value))
+
+
+def to_json(value: Any) -> str:
+    """``value`` as JSON text, converted the way ``jsonable`` converts it."""
+    return json.dumps(value, default=_fallback, ensure_ascii=False)
 
 
 def _fallback(value: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot import yamlsafe
 from bot.names import check_name
 from bot.values import problems
 
@@ -51,8 +52,10 @@ class PersonaSpec(BaseModel):
 
 def load_file(path: Path) -> PersonaSpec:
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data: Any = yamlsafe.load(yamlsafe.read_text(path))
+    except yaml.YAMLError as exc:
+        raise PersonaSpecError(_yaml_problem(path, exc)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise PersonaSpecError(f"{path}: cannot read persona file: {exc}") from exc
     if not isinstance(data, dict):
         raise PersonaSpecError(f"{path}: expected a mapping with name, system_prompt, …")
@@ -60,6 +63,12 @@ def load_file(path: Path) -> PersonaSpec:
         return PersonaSpec.model_validate(data)
     except ValidationError as exc:
         raise PersonaSpecError(f"{path}: {problems(exc)}") from exc
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line: problem``, the way workflow files are reported."""
+    line, message = yamlsafe.describe(exc)
+    return f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
 
 
 def discover(config_dir: Path) -> tuple[dict[str, tuple[PersonaSpec, Path]], list[str]]:

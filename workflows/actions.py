@@ -97,7 +97,8 @@ async def run(
     variables, rest = _split(words)
     source = await _source(core, turn, rest)
     check_template(template, set(variables))
-    prompt = str(render(template, {**variables, "text": source, "thread": source}))
+    given = {**variables, "text": source, "thread": source}
+    prompt = str(await render(template, given, core.sandbox))
     chosen = model or core.settings.model
     try:
         completion = await core.llm.complete(

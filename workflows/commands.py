@@ -9,6 +9,7 @@ from bot.turns import Reply, Turn
 from workflows import actions, runs, store, templates
 from workflows.errors import WorkflowError
 from workflows.inputs import parse_pairs
+from workflows.validate import read_file
 
 RUN_USAGE = "/run NAME [key=value …] | /run status ID | /run cancel ID | /run retry ID"
 
@@ -113,7 +114,7 @@ async def install_template(core: Core, name: str) -> str:
     template = templates.get(name)
     path = templates.install(template, core.settings.resolved_config_dir)
     async with core.sessions.begin() as session:
-        saved = await store.save(session, path.read_text(encoding="utf-8"), origin=str(path))
+        saved = await store.save(session, read_file(path), origin=str(path))
     start = template.command or f"/run {template.name}"
     return (
         f"Installed {saved.name} (version {saved.version}) from the template. Start it with "

@@ -20,7 +20,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.core import Core
+from bot.errors import LimitExceeded, UserFacingError
 from bot.messages import Attachment, ConversationRef
+from bot.sandbox import Sandbox
 from bot.values import jsonable, problems
 from workflows.errors import NodeFailed, WorkflowError
 from workflows.expressions import evaluate, render
@@ -48,6 +50,7 @@ class Engine:
     post: Post  # (run, node id, text, files, target) → a message in a conversation
     wake: Wake  # schedule the run to continue at a time (timers)
     workspace_root: Path
+    sandbox: Sandbox  # where expressions run, within bounds
     progress: Progress | None = None  # a long run's status line, updated in place
 
     async def advance(self, run_id: int) -> RunState:
@@ -170,10 +173,11 @@ class Engine:
     async def _finish(self, run: RunState) -> None:
         variables = self.variables(run)
         try:
+            output = run.spec.output
             run.output = jsonable(
-                render(run.spec.output, variables) if run.spec.output is not None else _last(run)
+                await render(output, variables, self.sandbox) if output is not None else _last(run)
             )
-        except WorkflowError as exc:
+        except UserFacingError as exc:
             await self._fail(run, None, f"output: {exc.text}")
             return
         run.status, run.finished_at = "succeeded", datetime.now(UTC)
@@ -189,8 +193,8 @@ class Engine:
     async def _execute(self, run: RunState, node: NodeSpec, variables: dict[str, Any]) -> None:
         step = run.steps.get(node.id) or StepState(node.id)
         try:
-            skip = _skipped(run, node, variables)
-        except WorkflowError as exc:
+            skip = await _skipped(run, node, variables, self.sandbox)
+        except UserFacingError as exc:
             return await self._end(run, step, pure=True, error=f"when: {exc.text}")
         if skip:
             step.status, step.finished_at = "skipped", datetime.now(UTC)
@@ -198,10 +202,10 @@ class Engine:
         node_type = NODE_TYPES[node.type]
         try:
             rendered = {
-                key: value if key in node_type.raw else render(value, variables)
+                key: value if key in node_type.raw else await render(value, variables, self.sandbox)
                 for key, value in node.params.items()
             }
-        except WorkflowError as exc:
+        except UserFacingError as exc:
             return await self._end(run, step, pure=True, error=exc.text)
         step.status, step.input, step.started_at = "running", jsonable(rendered), datetime.now(UTC)
         step.attempts += 1
@@ -212,7 +216,7 @@ class Engine:
             await self._save_step(run, step)
         try:
             result = await self._result(run, node, node_type, rendered, variables)
-        except (WorkflowError, ValidationError, TimeoutError) as exc:
+        except (WorkflowError, LimitExceeded, ValidationError, TimeoutError) as exc:
             error = _describe(exc, run.spec.limits.node_timeout)
             return await self._end(run, step, pure=pure, error=error)
         except Exception as exc:  # a bug in a node must fail the node, not the worker
@@ -287,6 +291,7 @@ class Engine:
             timeout=run.spec.limits.node_timeout,
             call_key=_call_key(run, node.id),
             post=post,
+            sandbox=self.sandbox,
         )
 
     def workspace(self, run: RunState) -> Path:
@@ -331,11 +336,13 @@ def _step_status(run: RunState, node_id: str) -> str:
     return step.status if step is not None else "pending"
 
 
-def _skipped(run: RunState, node: NodeSpec, variables: dict[str, Any]) -> bool:
+async def _skipped(
+    run: RunState, node: NodeSpec, variables: dict[str, Any], sandbox: Sandbox
+) -> bool:
     """Skipped when its condition is false, or when every node it waits for was skipped."""
     if node.needs and all(_step_status(run, need) == "skipped" for need in node.needs):
         return True
-    return node.when is not None and not evaluate(node.when, variables)
+    return node.when is not None and not await evaluate(node.when, variables, sandbox)
 
 
 def _over_limits(run: RunState) -> str | None:
@@ -365,5 +372,5 @@ def _describe(exc: Exception, timeout: float) -> str:
         return f"timed out after {timeout:g} s (limits.node_timeout)"
     if isinstance(exc, ValidationError):
         return problems(exc)
-    assert isinstance(exc, WorkflowError)
+    assert isinstance(exc, UserFacingError)
     return exc.text

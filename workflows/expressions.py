@@ -1,64 +1,66 @@
-"""Jinja2 expressions between nodes, in a sandbox.
+"""Jinja2 expressions between nodes, in a sandbox, within bounds.
 
 A string that is exactly one ``{{ expression }}`` keeps the expression's value (a list
 stays a list); any other string with ``{{ }}`` renders to text. Templates see the run's
 inputs and the outputs of finished nodes, by name. The sandbox refuses attribute access
 that reaches Python internals (``__class__``, ``mro`` …), and undefined names are errors,
-not empty strings.
+not empty strings. Rendering goes through a ``Sandbox`` (bot/sandbox.py): bounded in time,
+memory and output, and away from the event loop unless provably cheap; a broken bound
+raises ``LimitExceeded`` with the sentence to show.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import nodes
 
+from bot import templating
+from bot.errors import BadTemplate
+from bot.sandbox import Sandbox
+from bot.templating import ENV
 from workflows.errors import ExpressionError
 
-_WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
+__all__ = ["ENV", "evaluate", "is_template", "names_used", "parse", "render", "unsafe_attributes"]
 
-ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+T = TypeVar("T")
+_WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
 
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def render(value: Any, variables: Mapping[str, Any]) -> Any:
+async def render(value: Any, variables: Mapping[str, Any], sandbox: Sandbox) -> Any:
     """Render every template inside ``value`` (strings, lists, mappings), keeping the rest."""
     if isinstance(value, str):
-        return _render_string(value, variables) if is_template(value) else value
+        return await _render_string(value, variables, sandbox) if is_template(value) else value
     if isinstance(value, list):
-        return [render(item, variables) for item in value]
+        return [await render(item, variables, sandbox) for item in value]
     if isinstance(value, dict):
-        return {key: render(item, variables) for key, item in value.items()}
+        return {key: await render(item, variables, sandbox) for key, item in value.items()}
     return value
 
 
-def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
+async def evaluate(expression: str, variables: Mapping[str, Any], sandbox: Sandbox) -> Any:
     """The value of a bare expression (``score > 3``), or of a ``{{ }}`` template."""
     match = _WHOLE.match(expression)
     source = match.group("expr") if match else expression
     try:
-        value = ENV.compile_expression(source, undefined_to_none=False)(**variables)
-        if isinstance(value, Undefined):
-            value._fail_with_undefined_error()  # a missing name, or one the sandbox refused
-    except TemplateError as exc:
-        raise ExpressionError(expression, _reason(exc)) from exc
-    return value
+        return await sandbox.evaluate(source, variables)
+    except BadTemplate as exc:
+        raise ExpressionError(expression, exc.text) from exc
 
 
-def _render_string(template: str, variables: Mapping[str, Any]) -> Any:
-    match = _WHOLE.match(template)
-    if match:
-        return evaluate(template, variables)
+async def _render_string(template: str, variables: Mapping[str, Any], sandbox: Sandbox) -> Any:
+    if _WHOLE.match(template):
+        return await evaluate(template, variables, sandbox)
     try:
-        return ENV.from_string(template).render(**variables)
-    except TemplateError as exc:
-        raise ExpressionError(template, _reason(exc)) from exc
+        return await sandbox.render(template, variables)
+    except BadTemplate as exc:
+        raise ExpressionError(template, exc.text) from exc
 
 
 def names_used(value: Any) -> set[str]:
@@ -66,7 +68,7 @@ def names_used(value: Any) -> set[str]:
     if isinstance(value, str):
         if not is_template(value):
             return set()
-        return meta.find_undeclared_variables(parse(value))
+        return _checked(value, lambda: templating.undeclared(parse(value)))
     if isinstance(value, list):
         return set().union(*(names_used(item) for item in value)) if value else set()
     if isinstance(value, dict):
@@ -75,10 +77,14 @@ def names_used(value: Any) -> set[str]:
 
 
 def parse(template: str) -> nodes.Template:
+    return _checked(template, lambda: templating.parse("text", template))
+
+
+def _checked(template: str, work: Callable[[], T]) -> T:
     try:
-        return ENV.parse(template)
-    except TemplateError as exc:
-        raise ExpressionError(template, _reason(exc)) from exc
+        return work()
+    except BadTemplate as exc:
+        raise ExpressionError(template, exc.text) from exc
 
 
 def unsafe_attributes(value: Any) -> set[str]:
@@ -120,7 +126,3 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [s for item in value.values() for s in _strings(item)]
     return []
-
-
-def _reason(exc: TemplateError) -> str:
-    return str(exc.message or exc) if hasattr(exc, "message") else str(exc)

@@ -145,6 +145,7 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         post,
         wake,
         workspace_root(core),
+        core.sandbox,
         progress=progress,
     )
 

@@ -40,7 +40,7 @@ from bot.storage.models import Workflow, WorkflowRun, WorkflowStep, WorkflowVers
 from workflows.errors import WorkflowError
 from workflows.spec import WorkflowSpec
 from workflows.state import RunState, StepState
-from workflows.validate import parse, read
+from workflows.validate import parse, read, read_file
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ async def sync(session: AsyncSession, config_dir: Path) -> tuple[list[str], list
     saved, problems = [], []
     for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
         try:
-            result = await save(session, path.read_text(encoding="utf-8"), origin=str(path))
+            result = await save(session, read_file(path), origin=str(path))
         except WorkflowError as exc:
             problems.append(exc.text)
             continue

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from bot import yamlsafe
 from bot.names import closest
 from workflows.errors import WorkflowError
 
@@ -28,7 +27,7 @@ class Template:
 def available() -> list[Template]:
     found = []
     for path in sorted(LIBRARY.glob("*.yaml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yamlsafe.load(yamlsafe.read_text(path))
         found.append(
             Template(
                 name=document["name"],

@@ -3,14 +3,17 @@ no database. Also the dry run's execution plan."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot.config import TemplateBounds
 from bot.core import Core
 from bot.messages import Attachment, ConversationRef
+from bot.sandbox import Sandbox
 from workflows.engine import Engine
 from workflows.errors import WorkflowError
 from workflows.inputs import resolve
@@ -40,6 +43,26 @@ async def run_in_memory(
     core: Core | None = None,
     workspace: Path | None = None,
     depth: int = 0,
+    sandbox: Sandbox | None = None,
+) -> MemoryRun:
+    """Run ``spec`` to its end (or its first wait) in memory. Templates render in
+    ``sandbox``, else the core's, else one made for this run with the default bounds."""
+    if sandbox is None and core is not None:
+        sandbox = core.sandbox
+    async with contextlib.AsyncExitStack() as stack:
+        if sandbox is None:
+            sandbox = await stack.enter_async_context(Sandbox(TemplateBounds()))
+        return await _run_in_memory(spec, inputs, mocks, core, workspace, depth, sandbox)
+
+
+async def _run_in_memory(
+    spec: WorkflowSpec,
+    inputs: dict[str, Any],
+    mocks: dict[str, Any] | None,
+    core: Core | None,
+    workspace: Path | None,
+    depth: int,
+    sandbox: Sandbox,
 ) -> MemoryRun:
     store = MemoryStore()
     run = store.add(
@@ -64,7 +87,7 @@ async def run_in_memory(
         """Timers are not waited for in memory: the run stays waiting and the caller sees it."""
 
     with tempfile.TemporaryDirectory() as scratch:
-        engine = Engine(core, store, post, wake, workspace or Path(scratch))
+        engine = Engine(core, store, post, wake, workspace or Path(scratch), sandbox)
         await engine.advance(run.id)
     return result
 
@@ -80,12 +103,13 @@ class CaseResult:
 
 
 async def run_tests(spec: WorkflowSpec) -> list[CaseResult]:
-    return [await run_case(spec, case) for case in spec.tests]
+    async with Sandbox(TemplateBounds()) as sandbox:
+        return [await run_case(spec, case, sandbox) for case in spec.tests]
 
 
-async def run_case(spec: WorkflowSpec, case: TestCase) -> CaseResult:
+async def run_case(spec: WorkflowSpec, case: TestCase, sandbox: Sandbox) -> CaseResult:
     try:
-        outcome = await run_in_memory(spec, case.inputs, case.mocks)
+        outcome = await run_in_memory(spec, case.inputs, case.mocks, sandbox=sandbox)
     except WorkflowError as exc:
         return CaseResult(case.name, (exc.text,))
     return CaseResult(case.name, tuple(_compare(case.expect, outcome.run)))

@@ -24,6 +24,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from bot import yamlsafe
 from bot.names import closest
 from workflows.errors import ExpressionError, WorkflowError
 from workflows.expressions import ENV, is_template, names_used, unsafe_attributes
@@ -127,10 +128,21 @@ def parse(text: str) -> Any:
 def validate_file(path: Path, *, node_types: Mapping[str, NodeType] | None = None) -> list[Problem]:
     """A file's problems, each naming the file and line; none means it is valid."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [Problem(str(path), None, "", f"cannot read the file: {exc}")]
+        text = read_file(path)
+    except WorkflowInvalid as exc:
+        return exc.problems
     return _load(text, str(path), node_types)[2]
+
+
+def read_file(path: Path) -> str:
+    """A workflow file's text, or ``WorkflowInvalid`` when it cannot be read or is too large."""
+    try:
+        return yamlsafe.read_text(path)
+    except yamlsafe.TooLarge as exc:
+        raise WorkflowInvalid([_yaml_problem(exc, str(path))]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = Problem(str(path), None, "", f"cannot read the file: {exc}")
+        raise WorkflowInvalid([problem]) from exc
 
 
 def check(
@@ -185,38 +197,27 @@ def _load(
 def _parse(text: str) -> tuple[yaml.Node | None, Any]:
     """The node graph (for lines) and the data of a YAML or JSON document, read once."""
     try:
-        return _compose(text)
+        return yamlsafe.compose(text)
+    except yamlsafe.TooLarge:
+        raise
     except yaml.YAMLError:
         if not _is_json(text):
             raise
     # YAML refuses tab indentation, which JSON allows; JSON strings cannot hold a raw tab.
-    return _compose(text.replace("\t", " "))
-
-
-def _compose(text: str) -> tuple[yaml.Node | None, Any]:
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        return root, loader.construct_document(root) if root is not None else None
-    finally:
-        loader.dispose()
+    return yamlsafe.compose(text.replace("\t", " "))
 
 
 def _is_json(text: str) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
 
 def _yaml_problem(exc: yaml.YAMLError, source: str) -> Problem:
-    if not isinstance(exc, yaml.MarkedYAMLError):
-        return Problem(source, None, "", f"invalid YAML: {exc}")
-    mark = exc.problem_mark or exc.context_mark
-    context = f" ({exc.context})" if exc.context else ""
-    line = mark.line + 1 if mark is not None else None
-    return Problem(source, line, "", f"invalid YAML: {exc.problem}{context}")
+    line, message = yamlsafe.describe(exc)
+    return Problem(source, line, "", message)
 
 
 def _positions(root: yaml.Node | None, source: str) -> tuple[Positions, list[Problem]]:
@@ -224,7 +225,7 @@ def _positions(root: yaml.Node | None, source: str) -> tuple[Positions, list[Pro
     duplicates: list[tuple[str, int]] = []
     if root is not None:
         lines[""] = root.start_mark.line + 1
-        _walk(root, "", lines, duplicates, frozenset())
+        _walk(root, "", lines, duplicates)
     where = Positions(source, lines)
     return where, [
         Problem(source, line, path, f"defined twice (first at line {lines[path]})")
@@ -237,17 +238,13 @@ def _walk(
     path: str,
     lines: dict[str, int],
     duplicates: list[tuple[str, int]],
-    above: frozenset[int],
 ) -> None:
-    above |= {id(node)}
     for key, mark, child in _children(node, path):
-        if id(child) in above:
-            raise yaml.MarkedYAMLError(problem="an alias contains itself", problem_mark=mark)
         if key in lines:
             duplicates.append((key, mark.line + 1))
             continue
         lines[key] = mark.line + 1
-        _walk(child, key, lines, duplicates, above)
+        _walk(child, key, lines, duplicates)
 
 
 def _children(node: yaml.Node, path: str) -> Iterator[tuple[str, yaml.Mark, yaml.Node]]:

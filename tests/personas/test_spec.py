@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from bot.app import Runtime, prepare_storage
 from personas.spec import PersonaSpecError, discover, load_file
+from tests.bot.test_yamlsafe import BRACKETS, LAUGHS
 from tests.fakes.llm_server import FakeLLM
 from tests.support import reply_to
 
@@ -44,6 +46,44 @@ def test_unknown_keys_and_non_mappings_are_refused(tmp_path: Path) -> None:
         load_file(typo)
     with pytest.raises(PersonaSpecError, match="expected a mapping"):
         load_file(listing)
+
+
+def test_a_yaml_bomb_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "laughs.yaml").write_text(f"name: laughs\nsystem_prompt: hi\n{LAUGHS}")
+    (folder / "deep.yaml").write_text(f"name: deep\nsystem_prompt: {BRACKETS}\n")
+
+    found, problems = discover(tmp_path)
+
+    assert sorted(found) == ["assistant", "coder", "writer"]
+    assert problems[0].startswith(f"{folder / 'deep.yaml'}:2: nested more than 100 levels")
+    assert problems[1].startswith(f"{folder / 'laughs.yaml'}:")
+    assert "the aliases here would expand to more than 10,000" in problems[1]
+
+
+async def test_up_skips_bombs_in_the_config_folder_naming_file_and_line(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = runtime.core.settings.resolved_config_dir
+    (config / "personas").mkdir(parents=True)
+    (config / "workflows").mkdir()
+    (config / "personas" / "laughs.yaml").write_text(f"name: laughs\nsystem_prompt: hi\n{LAUGHS}")
+    (config / "workflows" / "laughs.yaml").write_text(f"name: laughs\nnodes: {{}}\n{LAUGHS}")
+    (config / "workflows" / "deep.yaml").write_text(f"name: deep\nnodes: {{}}\nx: {BRACKETS}\n")
+    (config / "personas" / "pirate.yaml").write_text("name: pirate\nsystem_prompt: Arr.\n")
+
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        await prepare_storage(runtime.core)
+
+    warnings = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert len(warnings) == 3
+    assert warnings[0].startswith(f"persona skipped: {config / 'personas' / 'laughs.yaml'}:")
+    assert warnings[1].startswith(
+        f"workflow skipped: {config / 'workflows' / 'deep.yaml'}:3: nested more than 100"
+    )
+    assert warnings[2].startswith(f"workflow skipped: {config / 'workflows' / 'laughs.yaml'}:")
+    assert "pirate — " in (await reply_to(runtime, "/persona list")).text
 
 
 async def test_config_dir_personas_are_loaded_and_override_by_name(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 
+from bot import replies
 from bot.app import Runtime
-from bot.messages import Attachment
+from bot.messages import Attachment, ConversationRef
 from bot.storage.models import Message, PromptActionRun, StoredFile
 from tests.fakes.llm_server import FakeLLM
-from tests.support import in_browser, reply_to
+from tests.support import delivered, drain, in_browser, loop_gaps, outbox_rows, reply_to, say
 
 
 async def test_try_then_save_then_run_on_the_message_before(runtime: Runtime, llm: FakeLLM) -> None:
@@ -74,6 +77,46 @@ async def test_bad_actions_are_explained(runtime: Runtime) -> None:
         in (await reply_to(runtime, '/t try "{{ text.__class__ }}" hi')).text
     )
     assert "no message before this one" in (await reply_to(runtime, '/t try "{{ text }}"')).text
+
+
+LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+BOMB = f'/t try "{LOOPS}" hi'
+
+
+async def test_a_template_bomb_is_stopped_while_others_are_answered(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    bob = ConversationRef(channel="terminal", chat="bob")
+    bomb = await say(runtime, BOMB)
+    help_ = await say(runtime, "/help", ref=bob, author="bob")
+    started = time.monotonic()
+    async with loop_gaps() as gaps:
+        await drain(runtime)
+
+    assert time.monotonic() - started < 30
+    [stopped] = [out for out in await delivered(runtime) if out.in_reply_to == bomb.message_id]
+    assert stopped.text == replies.template_too_slow(2)
+    assert stopped.text.startswith("That template ran for more than 2 s and was stopped.")
+    # Bob's answer was written while the bomb ran, and the event loop never stalled.
+    rows = {row.payload["in_reply_to"]: row.id for row in await outbox_rows(runtime)}
+    assert rows[help_.message_id] < rows[bomb.message_id]
+    assert max(gaps) < 1.0
+    assert llm.requests == []
+
+
+async def test_each_bomb_gets_the_sentence_for_its_bound(runtime: Runtime) -> None:
+    too_big = replies.template_too_big(1_000_000)
+    cases = {
+        '/t try "{{ range(10**9)|length }}" hi': replies.template_range_too_long(100_000, 10**9),
+        "/t try \"{{ ('a' * 10**8)|length }}\" hi": too_big,
+        "/t try \"{% set ns = namespace(x='a') %}{% for i in range(60) %}"
+        '{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}" hi': too_big,
+        "/t try \"{{ 'ab'|center(1000000000)|length }}\" hi": (
+            replies.template_too_much_memory(256)
+        ),
+    }
+    for command, sentence in cases.items():
+        assert (await reply_to(runtime, command)).text == sentence, command
 
 
 NOTES = Attachment("notes.txt", "text/plain", data=b"- ship on Friday\n- Ann owns the demo")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from bot import replies
 from workflows.errors import WorkflowError
 from workflows.spec import WorkflowSpec
 from workflows.testing import plan, run_in_memory, run_tests
@@ -105,6 +107,57 @@ async def test_sandbox_escapes_fail_the_node() -> None:
 
     assert run.status == "failed"
     assert "unsafe" in (run.error or "")
+
+
+LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+
+
+async def test_a_bomb_in_when_a_parameter_or_the_output_fails_with_the_bound() -> None:
+    too_slow = replies.template_too_slow(2)
+    too_big = replies.template_too_big(1_000_000)
+    flows = {
+        "when": spec({"a": {"type": "template", "when": "('a' * 10**8)|length > 3", "text": "x"}}),
+        "param": spec({"a": {"type": "template", "text": LOOPS}}),
+        "if": spec({"a": {"type": "condition", "if": "range(10**9)|length > 3"}}),
+        "items": spec(
+            {
+                "a": {
+                    "type": "map",
+                    "items": "range(3)|list",
+                    "node": {"type": "template", "text": "{{ 'ab' * 10**7 }}"},
+                }
+            }
+        ),
+        "output": spec({"a": {"type": "template", "text": "x"}}, output=LOOPS),
+    }
+    started = time.monotonic()
+    runs = {name: (await run_in_memory(flow, {})).run for name, flow in flows.items()}
+
+    assert time.monotonic() - started < 60
+    assert {name: (run.status, run.failed_node) for name, run in runs.items()} == {
+        "when": ("failed", "a"),
+        "param": ("failed", "a"),
+        "if": ("failed", "a"),
+        "items": ("failed", "a"),
+        "output": ("failed", None),
+    }
+    assert runs["when"].error == f"when: {too_big}"
+    assert runs["param"].error == too_slow
+    assert runs["if"].error == replies.template_range_too_long(100_000, 10**9)
+    assert runs["items"].error == too_big
+    assert runs["output"].error == f"output: {too_slow}"
+
+
+async def test_a_workflows_own_tests_are_bounded_too() -> None:
+    flow = spec(
+        {"a": {"type": "template", "text": LOOPS}},
+        tests=[{"name": "bomb", "expect": {"status": "succeeded"}}],
+    )
+    [result] = await run_tests(flow)
+
+    assert result.problems == (
+        f"status: expected succeeded, got failed at node 'a': {replies.template_too_slow(2)}",
+    )
 
 
 async def test_mocks_replace_nodes_that_need_a_model() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from textwrap import dedent
 from typing import Any, ClassVar
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from tests.bot.test_yamlsafe import BRACKETS, LAUGHS
 from workflows.errors import WorkflowError
 from workflows.nodes import NODE_TYPES
 from workflows.nodes.base import NodeContext, NodeResult, NodeType, Params
@@ -148,6 +150,40 @@ def test_a_file_that_cannot_be_read_is_one_problem(tmp_path: Path) -> None:
 
     assert problem.line is None and problem.path == ""
     assert str(problem).startswith(f"{tmp_path / 'missing.yaml'}: cannot read the file: ")
+
+
+@pytest.mark.parametrize(
+    ("bomb", "line", "message"),
+    [
+        (LAUGHS, 7, "the aliases here would expand to more than 10,000 extra values"),
+        (f"x: {BRACKETS}\n", 3, "nested more than 100 levels deep"),
+        (BRACKETS, 1, "nested more than 100 levels deep"),
+        (f"\t{BRACKETS}", 1, "invalid YAML: found character '\\t' that cannot start any token"),
+    ],
+    ids=["billion-laughs", "brackets", "only-brackets", "brackets-and-a-tab"],
+)
+def test_a_yaml_bomb_is_refused_at_its_line_within_seconds(
+    tmp_path: Path, bomb: str, line: int, message: str
+) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"name: bomb\nnodes: {{}}\n{bomb}" if line > 1 else bomb)
+    started = time.monotonic()
+
+    [problem] = validate_file(path)
+
+    assert time.monotonic() - started < 5
+    assert (problem.source, problem.line) == (str(path), line)
+    assert problem.message.startswith(message)
+
+
+def test_a_file_too_large_is_refused_unparsed(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nnodes: {}\ndescription: " + "x" * 1_000_000)
+
+    [problem] = validate_file(path)
+
+    assert str(problem).startswith(f"{path}: the document has 1,000,03")
+    assert problem.message.endswith("it may have at most 1,000,000 characters")
 
 
 # Parsing and the schema.

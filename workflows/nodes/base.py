@@ -15,6 +15,7 @@ from bot.tools import ToolContext
 
 if TYPE_CHECKING:
     from bot.core import Core
+    from bot.sandbox import Sandbox
 
 
 class Params(BaseModel):
@@ -40,6 +41,8 @@ class NodeContext:
     call_key: str
     # Posts a message into the run's conversation (or a named one) through the outbox.
     post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
+    # Where the node's own expressions run (a condition's `if`, a map's items), within bounds.
+    sandbox: Sandbox
 
     def caller(self) -> ToolContext:
         """This node as the caller of tools: the same node of the same run is the same call."""

@@ -41,7 +41,7 @@ class Condition:
     pure: ClassVar[bool] = True
 
     async def run(self, ctx: NodeContext, params: ConditionParams) -> NodeResult:
-        return NodeResult(output=bool(evaluate(params.if_, ctx.variables)))
+        return NodeResult(output=bool(await evaluate(params.if_, ctx.variables, ctx.sandbox)))
 
 
 class SwitchParams(Params):
@@ -59,7 +59,7 @@ class Switch:
     pure: ClassVar[bool] = True
 
     async def run(self, ctx: NodeContext, params: SwitchParams) -> NodeResult:
-        value = evaluate(params.value, ctx.variables)
+        value = await evaluate(params.value, ctx.variables, ctx.sandbox)
         for case, expected in params.cases.items():
             if value == expected:
                 return NodeResult(output=case)

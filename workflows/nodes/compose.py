@@ -86,7 +86,12 @@ class Subflow:
             limit = spec.limits.max_depth
             raise NodeFailed(f"workflows nest deeper than {limit} (limits.max_depth)")
         child = await run_in_memory(
-            spec, params.inputs, core=ctx.core, workspace=ctx.workspace, depth=depth
+            spec,
+            params.inputs,
+            core=ctx.core,
+            workspace=ctx.workspace,
+            depth=depth,
+            sandbox=ctx.sandbox,
         )
         for posted in child.posts:
             await ctx.post(posted.text, (), posted.target)
@@ -132,7 +137,7 @@ class Map:
     async def run(self, ctx: NodeContext, params: MapParams) -> NodeResult:
         from workflows.nodes import NODE_TYPES
 
-        items = evaluate(params.items, ctx.variables)
+        items = await evaluate(params.items, ctx.variables, ctx.sandbox)
         if not isinstance(items, list):
             raise NodeFailed(f"items must be a list, got {type(items).__name__}")
         kind = NODE_TYPES.get(str(params.node.get("type")))
@@ -143,7 +148,10 @@ class Map:
         async def one(index: int, item: Any) -> NodeResult:
             variables = {**ctx.variables, "item": item, "index": index}
             body = {k: v for k, v in params.node.items() if k != "type"}
-            rendered = {k: v if k in kind.raw else render(v, variables) for k, v in body.items()}
+            rendered = {
+                k: v if k in kind.raw else await render(v, variables, ctx.sandbox)
+                for k, v in body.items()
+            }
             async with gate:
                 return await kind.run(
                     replace(ctx, variables=variables), kind.params.model_validate(rendered)
