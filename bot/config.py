@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "ollama/llama3.2"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = 8765
+    # Host names the web chat answers to besides loopback (a reverse proxy's public name):
+    # comma-separated in the environment.
+    web_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     db_pool_size: int = 20
     queue_name: str = "switchboard:queue"
@@ -63,6 +66,13 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
+
+    @field_validator("web_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @property
     def resolved_config_dir(self) -> Path:
