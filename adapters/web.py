@@ -79,7 +79,7 @@ UNEXPECTED = (
     "Switchboard failed on this request with an unexpected error; the details are in the "
     "output of `switchboard up`."
 )
-QUEUE_DOWN = "The queue (Redis) is not reachable right now; the page will reconnect by itself."
+QUEUE_DOWN = "The queue (Redis) is not reachable right now; the page tries again by itself."
 
 
 def unavailable(exc: ServiceUnavailable) -> str:
@@ -503,6 +503,9 @@ async def _api_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             "%s %s refused: %s is down (%s)", request.method, request.path, exc.service, exc
         )
         return _problem(503, unavailable(exc), retry=True)
+    except RedisError as exc:  # a message stored but not queued is queued by the recovery sweep
+        log.warning("%s %s refused: the queue failed (%s)", request.method, request.path, exc)
+        return _problem(503, QUEUE_DOWN, retry=True)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return _problem(500, UNEXPECTED, retry=False)

@@ -107,6 +107,14 @@ def _host_check(hosts: frozenset[str]) -> Middleware:
 async def _same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method in UNSAFE_METHODS and request.path.startswith(API_PREFIX):
         source = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER) or ""
-        if urlsplit(source).netloc.lower() != request.headers.get(hdrs.HOST, "").lower():
+        if _authority(urlsplit(source).netloc) != _authority(request.headers.get(hdrs.HOST, "")):
             return web.json_response({"error": FOREIGN_ORIGIN}, status=403)
     return await handler(request)
+
+
+def _authority(value: str) -> str:
+    """Host and port as sent, without a default port (a proxy may add it to ``Host``)."""
+    value = value.strip().lower()
+    for default in (":80", ":443"):
+        value = value.removesuffix(default)
+    return value

@@ -13,11 +13,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from yarl import URL
 
 from adapters.base import Dispatch
-from adapters.web import COOKIE, WebAdapter
+from adapters.web import COOKIE, QUEUE_DOWN, WebAdapter
 from bot.app import Runtime, in_process_worker
 from bot.conversation import Received, message_file, receive, transcript
 from bot.errors import ServiceUnavailable
@@ -342,6 +343,7 @@ async def test_a_service_down_is_a_503_to_retry_and_a_failure_leaks_nothing(
 ) -> None:
     failures: list[Exception] = [
         ServiceUnavailable("database", "connection refused by 127.0.0.1:5432"),
+        RedisError("Connection closed by server."),
         RuntimeError("internal detail: password=hunter2"),
     ]
 
@@ -353,6 +355,7 @@ async def test_a_service_down_is_a_503_to_retry_and_a_failure_leaks_nothing(
     async with serving(runtime, dispatch) as web, browser(web) as client:
         await client.get(f"{web.url}/")
         down = await client.post(f"{web.url}/api/messages", json={"text": "hi", "id": "r1"})
+        queue = await client.post(f"{web.url}/api/messages", json={"text": "hi", "id": "r1"})
         broken = await client.post(f"{web.url}/api/messages", json={"text": "hi", "id": "r1"})
         stored = await _post(client, web, "hi", "r1")
 
@@ -362,6 +365,7 @@ async def test_a_service_down_is_a_503_to_retry_and_a_failure_leaks_nothing(
         "stored. The page sends it again by itself; nothing is stored twice.",
         "retry": True,
     }
+    assert (queue.status, await queue.json()) == (503, {"error": QUEUE_DOWN, "retry": True})
     assert broken.status == 500
     body = await broken.text()
     assert "hunter2" not in body and "Traceback" not in body

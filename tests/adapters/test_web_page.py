@@ -16,11 +16,12 @@ from adapters.local import LocalStream
 from adapters.web import COOKIE, WebAdapter
 from bot import outbox
 from bot.app import Runtime, in_process_worker
-from bot.conversation import Received, conversation_for, message_file, receive, transcript
+from bot.conversation import Received, conversation_for, receive
 from bot.errors import ServiceUnavailable
 from bot.messages import ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message
 from tests.adapters.chromium import Browser, Tab, chromium
+from tests.adapters.test_web import serving
 from tests.fakes.llm_server import FakeLLM
 
 
@@ -46,18 +47,8 @@ def dispatch(runtime: Runtime) -> Flaky:
 
 @pytest.fixture
 async def web(runtime: Runtime, dispatch: Flaky) -> AsyncIterator[WebAdapter]:
-    adapter = WebAdapter(
-        runtime.redis,
-        "127.0.0.1",
-        0,
-        lambda ref: transcript(runtime.core, ref),
-        files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
-        keepalive=0.5,
-    )
-    await adapter.start(dispatch)
-    async with in_process_worker(runtime):
+    async with serving(runtime, dispatch) as adapter, in_process_worker(runtime):
         yield adapter
-    await adapter.stop()
 
 
 @pytest.fixture

@@ -114,7 +114,12 @@ async def test_changes_through_the_cookie_must_come_from_the_page(web: WebAdapte
             assert refused.status == 403, headers
             assert "did not come from the Switchboard page" in (await refused.json())["error"]
 
-        for headers in ({"Origin": web.url}, {"Referer": f"{web.url}/"}):
+        for headers in (
+            {"Origin": web.url},
+            {"Referer": f"{web.url}/"},
+            # Behind a TLS proxy that names the default port in Host.
+            {"Origin": "https://chat.example.com", "Host": "chat.example.com:443"},
+        ):
             taken = await client.post(
                 f"{web.url}/api/messages", json={"text": "hi"}, headers=headers
             )
