@@ -55,3 +55,10 @@ def test_an_image_becomes_a_link_and_loads_nothing() -> None:
     html = to_html("![chart](https://example.com/chart.png)")
     assert "<img" not in html
     assert f'<a href="https://example.com/chart.png" {LINK}>chart</a>' in html
+
+
+def test_lines_stay_lines() -> None:
+    # Command replies such as /help are lines of plain text.
+    assert to_html("Commands:\n  /help — list\n  /new — start over") == (
+        "<p>Commands:<br />\n/help — list<br />\n/new — start over</p>\n"
+    )
