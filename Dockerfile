@@ -1,5 +1,5 @@
 # Switchboard production image: `docker compose up` (see docker-compose.yml) or
-#   docker build -t switchboard . && docker run -p 8765:8765 -v sb-data:/data switchboard
+#   docker build -t switchboard . && docker run -p 127.0.0.1:8765:8765 -v sb-data:/data switchboard
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

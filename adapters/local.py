@@ -3,6 +3,10 @@
 Workers may run anywhere, so they cannot print to a terminal or write to a browser socket;
 they append the reply to the chat's stream and the waiting client reads it. Entries carry the
 outbox idempotency key, so a reply delivered twice after a crash is shown once.
+
+Beside the stream, each chat keeps the replies still being written (the id of the first
+piece of each, until the reply itself arrives), so a client that starts late — a page
+reloaded mid-reply — knows where to read from to show them whole.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ SEEN_SECONDS = 7 * 24 * 3600
 # Append once per idempotency key, atomically: a redelivery after a crash finds the entry
 # the first attempt wrote and returns its id instead of writing a second one.
 _APPEND_ONCE = """
+if ARGV[4] ~= '' then redis.call('HDEL', KEYS[3], ARGV[4]) end
 local seen = redis.call('GET', KEYS[2])
 if seen then return seen end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -30,6 +35,17 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
 redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 return id
 """
+
+# A piece of a reply, and the first piece's id kept until the reply comes (or the writing
+# stops for WRITING_SECONDS: a worker that died mid-reply leaves no stale entry behind).
+_APPEND_DELTA = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'kind', 'delta', 'payload', ARGV[2])
+redis.call('HSETNX', KEYS[2], ARGV[3], id)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+WRITING_SECONDS = 15 * 60
 
 
 LOCAL_CHANNELS = ("terminal", "web")
@@ -43,12 +59,27 @@ def stream_key(channel: str, chat: str) -> str:
     return f"switchboard:local:{channel}:{chat}"
 
 
+def writing_key(channel: str, chat: str) -> str:
+    return f"{stream_key(channel, chat)}:writing"
+
+
 @dataclass(frozen=True)
 class StreamEntry:
     entry_id: str
-    kind: str  # "reply" | "delta" | "status"
+    kind: str  # "reply" | "delta" | "status" | "message"
     out: OutgoingMessage | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a client holding the stored transcript reads the stream from: entries up to
+    ``until`` are in the transcript already, except the pieces of the replies to ``writing``
+    (messages still being answered), which start after ``after``."""
+
+    after: str
+    until: str
+    writing: tuple[int, ...]
 
 
 class LocalStream:
@@ -57,15 +88,21 @@ class LocalStream:
         self.channel = channel
 
     async def send(self, out: OutgoingMessage) -> SentRef:
-        keys = [stream_key(self.channel, out.ref.chat), f"switchboard:sent:{out.idempotency_key}"]
+        chat = out.ref.chat
+        keys = [
+            stream_key(self.channel, chat),
+            f"switchboard:sent:{out.idempotency_key}",
+            writing_key(self.channel, chat),
+        ]
         try:
             entry = await self.redis.eval(  # type: ignore[misc]
                 _APPEND_ONCE,
-                2,
+                3,
                 *keys,
                 str(STREAM_LENGTH),
                 json.dumps(out.to_dict()),
                 str(SEEN_SECONDS),
+                "" if out.in_reply_to is None else str(out.in_reply_to),
             )
         except RedisError as exc:
             raise AdapterError(f"could not append to the {self.channel} stream: {exc}") from exc
@@ -73,11 +110,24 @@ class LocalStream:
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
         """A piece of a reply still being written; the final reply still comes by ``send``."""
-        await self._event(ref, "delta", {"in_reply_to": in_reply_to, "text": text})
+        await self.redis.eval(  # type: ignore[misc]
+            _APPEND_DELTA,
+            2,
+            stream_key(self.channel, ref.chat),
+            writing_key(self.channel, ref.chat),
+            str(STREAM_LENGTH),
+            json.dumps({"in_reply_to": in_reply_to, "text": text}),
+            str(in_reply_to),
+            str(WRITING_SECONDS),
+        )
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
         """A line the client shows once and replaces in place each time ``key`` comes again."""
         await self._event(ref, "status", {"key": key, "text": text})
+
+    async def message(self, ref: ConversationRef, data: dict[str, Any]) -> None:
+        """A message a person sent, for the chat's other clients (another tab) to show."""
+        await self._event(ref, "message", data)
 
     async def _event(self, ref: ConversationRef, kind: str, data: dict[str, Any]) -> None:
         """Something passing (progress, a partial reply): written at most once, never retried."""
@@ -102,6 +152,23 @@ class LocalStream:
         entries = await self.redis.xrevrange(stream_key(self.channel, chat), count=1)
         return _text(entries[0][0]) if entries else "0-0"
 
+    async def resume(self, chat: str) -> Resume:
+        """Taken before the transcript is read: whatever is written after ``until`` may or
+        may not be in it, so a client drops what it already shows (by key and id)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(stream_key(self.channel, chat), count=1)
+            pipe.hgetall(writing_key(self.channel, chat))
+            last, writing = await pipe.execute()
+        until = _text(last[0][0]) if last else "0-0"
+        firsts = [_text(first) for first in writing.values()]
+        if not firsts:
+            return Resume(until, until, ())
+        before = await self.redis.xrevrange(
+            stream_key(self.channel, chat), max=f"({min(firsts, key=_order)}", count=1
+        )
+        after = _text(before[0][0]) if before else "0-0"
+        return Resume(after, until, tuple(sorted(int(_text(k)) for k in writing)))
+
 
 def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEntry:
     decoded = {_text(k): _text(v) for k, v in fields.items()}
@@ -109,6 +176,11 @@ def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEntry:
     kind = decoded["kind"]
     out = OutgoingMessage.from_dict(data) if kind == "reply" else None
     return StreamEntry(_text(entry_id), kind, out, data)
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    milliseconds, sequence = entry_id.split("-")
+    return int(milliseconds), int(sequence)
 
 
 def _text(value: Any) -> str:

@@ -1,26 +1,36 @@
 """The local web chat: a page, an endpoint to post messages (JSON, or a form with files),
-and server-sent events back.
+server-sent events back, the stored transcript and its files.
 
 Each browser gets a random chat id in a cookie; replies reach it through the chat's stream,
-so whichever worker answers, the page hears it.
+so whichever worker answers, the page hears it, and so does every other tab of the chat.
+The guards every route passes (host names, same origin, security headers) are in
+``adapters.webguard``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from adapters.base import Dispatch
-from adapters.local import LocalStream
+from adapters.local import LocalStream, Resume, StreamEntry
+from adapters.markdown import to_html
+from adapters.webguard import API_PREFIX, FILE_POLICY, allowed_hosts, guards
 from bot.conversation import Line
-from bot.errors import ServiceError, UserFacingError
+from bot.errors import ServiceError, ServiceUnavailable, UserFacingError
 from bot.files import MAX_FILE, MAX_FILE_TEXT, kind_of
 from bot.messages import (
     Attachment,
@@ -32,9 +42,18 @@ from bot.messages import (
 )
 from bot.netguard import decode
 
+log = logging.getLogger(__name__)
+
 CHANNEL = "web"
 COOKIE = "switchboard_chat"
-PAGE = Path(__file__).parent / "static" / "chat.html"
+STATIC = Path(__file__).parent / "static"
+PAGE = STATIC / "chat.html"
+# What this server hands out (secrets.token_urlsafe(16)), with room to spare; anything else
+# in the cookie is not a chat of ours and gets a new one.
+_CHAT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+MAX_ID = 128  # characters of a message id the page chooses
+KEEPALIVE = 5.0  # seconds between comments on an idle event stream
 # The app's request limit: JSON messages, and whatever the extra routes (webhooks) read whole.
 # A form with files is streamed part by part (which that limit does not cover) and is held to
 # the limits below instead.
@@ -52,12 +71,35 @@ UPLOAD_TOO_LARGE = (
 EMPTY = "Type a message or attach a file."
 BAD_JSON = 'Send JSON like {"text": "hello"}.'
 BAD_FORM = "Send the form with a text field and file parts (multipart/form-data)."
+BAD_ID = f"A message id is at most {MAX_ID} characters; the page makes one for you."
+NO_SESSION = "Reload the page: this browser has no chat session yet."
+BAD_POSITION = "Read events after a stream id like 1700000000000-0."
+NO_FILE = "That file is not in this conversation (or no longer kept)."
+UNEXPECTED = (
+    "Switchboard failed on this request with an unexpected error; the details are in the "
+    "output of `switchboard up`."
+)
+QUEUE_DOWN = "The queue (Redis) is not reachable right now; the page tries again by itself."
+
+
+def unavailable(exc: ServiceUnavailable) -> str:
+    return (
+        f"Switchboard's {exc.service} is not available right now, so the message was not "
+        "stored. The page sends it again by itself; nothing is stored twice."
+    )
 
 
 History = Callable[[ConversationRef], Awaitable[list[Line]]]
+# A file of a message of the conversation at the ref (message id, position), or None.
+Files = Callable[[ConversationRef, int, int], Awaitable[Attachment | None]]
 
 
 class WebAdapter:
+    """The web chat's server. ``extra_routes`` (webhooks, a health check) are served beside
+    the chat's and replace a route of the chat at the same path; ``hosts`` are the names it
+    answers to besides loopback and ``host``; without ``files`` there are no download links
+    for past messages."""
+
     channel = CHANNEL
 
     def __init__(
@@ -67,13 +109,22 @@ class WebAdapter:
         port: int,
         history: History,
         extra_routes: Sequence[web.RouteDef] = (),
+        *,
+        files: Files | None = None,
+        hosts: Sequence[str] = (),
+        keepalive: float = KEEPALIVE,
     ) -> None:
         self.stream = LocalStream(redis, CHANNEL)
         self.host, self.port = host, port
         self.history = history
+        self.files = files
         self.extra_routes = extra_routes
+        self.hosts = allowed_hosts(host, hosts)
+        self.keepalive = keepalive
+        self.listeners = 0  # event streams open now
         self._runner: web.AppRunner | None = None
         self._dispatch: Dispatch | None = None
+        self._stopping = asyncio.Event()  # open event streams end when it is set
 
     @property
     def url(self) -> str:
@@ -81,12 +132,12 @@ class WebAdapter:
 
     async def start(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
+        self._stopping.clear()
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_get("/", self._page)
-        app.router.add_get("/healthz", self._health)
-        app.router.add_post("/api/messages", self._post)
-        app.router.add_get("/api/events", self._events)
-        app.router.add_get("/api/history", self._history)
+        guards(app, self.hosts)
+        app.middlewares.append(_api_errors)
+        taken = {route.path for route in self.extra_routes if isinstance(route, web.RouteDef)}
+        app.router.add_routes([r for r in self._routes() if r.path not in taken])
         app.router.add_routes(self.extra_routes)
         # An open event stream must not hold up shutdown.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -107,13 +158,26 @@ class WebAdapter:
         return await self.stream.send(out)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
+    def _routes(self) -> list[web.RouteDef]:
+        routes = [
+            web.get("/", self._page),
+            web.get("/healthz", self._health),
+            web.post("/api/messages", self._post),
+            web.get("/api/events", self._events),
+            web.get("/api/history", self._history),
+        ]
+        if self.files is not None:
+            routes.append(web.get(r"/api/files/{message:\d{1,18}}/{index:\d{1,3}}", self._file))
+        return [*routes, *(web.get(f"/static/{p.name}", _static(p)) for p in _assets())]
+
     async def _page(self, request: web.Request) -> web.StreamResponse:
         response = web.FileResponse(PAGE, headers={"Cache-Control": "no-store"})
-        if COOKIE not in request.cookies:
+        if _chat(request) is None:
             response.set_cookie(COOKIE, secrets.token_urlsafe(16), httponly=True, samesite="Strict")
         return response
 
@@ -121,9 +185,9 @@ class WebAdapter:
         return web.json_response({"ok": True})
 
     async def _post(self, request: web.Request) -> web.Response:
-        chat = request.cookies.get(COOKIE)
-        if not chat:
-            return _problem(400, "Reload the page: this browser has no chat session yet.")
+        chat = _chat(request)
+        if chat is None:
+            return _problem(400, NO_SESSION)
         try:
             if request.content_type == "multipart/form-data":
                 text, external_id, attachments = await _read_form(request)
@@ -131,10 +195,14 @@ class WebAdapter:
                 text, external_id, attachments = await _read_json(request)
         except _Refused as exc:
             return _problem(exc.status, exc.text)
+        if len(external_id) > MAX_ID:
+            return _problem(400, BAD_ID)
         assert self._dispatch is not None
         incoming = IncomingMessage(
             ref=ConversationRef(channel=CHANNEL, chat=chat),
-            external_id=external_id or uuid.uuid4().hex,
+            # Unique in the channel, as receive() deduplicates: a page's retry is recognised,
+            # another chat's message with the same id is not.
+            external_id=f"{chat}:{external_id or uuid.uuid4().hex}",
             author=Author(f"web:{chat}", "web user"),
             text=text,
             attachments=attachments,
@@ -143,40 +211,140 @@ class WebAdapter:
             received = await self._dispatch(incoming)
         except UserFacingError as exc:
             return _problem(400, exc.text)
+        if not received.duplicate:
+            await self._tell_other_tabs(incoming, received.message_id, external_id)
         return web.json_response(
             {"message_id": received.message_id, "duplicate": received.duplicate}
         )
 
+    async def _tell_other_tabs(
+        self, incoming: IncomingMessage, message_id: int, client_id: str
+    ) -> None:
+        """The stored message, for the chat's other tabs. The message is stored whatever
+        happens here: a stream that cannot be written costs the other tabs a reload."""
+        names = tuple(a.filename for a in incoming.attachments)
+        shown = {"id": message_id, "client_id": client_id, "text": incoming.text}
+        try:
+            await self.stream.message(
+                incoming.ref, {**shown, "files": self._links(message_id, names)}
+            )
+        except RedisError as exc:
+            log.warning("message %s stored, but not shown to other tabs: %s", message_id, exc)
+
+    def _links(self, message_id: int, names: Sequence[str]) -> list[dict[str, str]]:
+        """Each file's name, and where to download it when this server keeps files."""
+        return [
+            {"name": name}
+            if self.files is None
+            else {"name": name, "url": f"{API_PREFIX}files/{message_id}/{index}"}
+            for index, name in enumerate(names)
+        ]
+
     async def _history(self, request: web.Request) -> web.Response:
-        chat = request.cookies.get(COOKIE)
-        lines = await self.history(ConversationRef(channel=CHANNEL, chat=chat)) if chat else []
+        """The stored transcript, and where in the stream the page continues from (taken
+        first: what is written meanwhile comes again as events, and the page drops what it
+        already shows)."""
+        chat = _chat(request)
+        if chat is None:
+            return web.json_response({"lines": [], "resume": None})
+        resume = await self.stream.resume(chat)
+        lines = await self.history(ConversationRef(channel=CHANNEL, chat=chat))
         return web.json_response(
-            [
-                {
-                    "id": line.message_id,
-                    "mine": line.direction == "in",
-                    "text": line.text,
-                    "files": list(line.files),
-                }
-                for line in lines
-            ]
+            {"lines": [self._line(line) for line in lines], "resume": _resume(resume)}
+        )
+
+    def _line(self, line: Line) -> dict[str, object]:
+        mine = line.direction == "in"
+        return {
+            "id": line.message_id,
+            "mine": mine,
+            "in_reply_to": line.in_reply_to,
+            "key": line.key,
+            "text": line.text,
+            "html": None if mine else to_html(line.text),
+            "files": self._links(line.message_id, line.files),
+        }
+
+    async def _file(self, request: web.Request) -> web.Response:
+        chat = _chat(request)
+        if chat is None or self.files is None:
+            return _problem(404, NO_FILE)
+        ref = ConversationRef(channel=CHANNEL, chat=chat)
+        message_id, index = int(request.match_info["message"]), int(request.match_info["index"])
+        try:
+            found = await self.files(ref, message_id, index)
+        except UserFacingError as exc:  # known, but its content was not kept
+            return _problem(404, exc.text)
+        if found is None:
+            return _problem(404, NO_FILE)
+        return web.Response(
+            body=found.data,
+            headers={
+                hdrs.CONTENT_TYPE: found.content_type,
+                hdrs.CONTENT_DISPOSITION: _download_as(found.filename),
+                "Content-Security-Policy": FILE_POLICY,
+                "Cache-Control": "private, no-store",
+            },
         )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        chat = request.cookies.get(COOKIE)
-        if not chat:
-            return _problem(400, "Reload the page: this browser has no chat session yet.")
-        after = request.headers.get("Last-Event-ID") or await self.stream.last_id(chat)
+        """The chat's stream from a position (the browser's Last-Event-ID when it reconnects,
+        ``?after=`` from the transcript, else from now), until the page goes away."""
+        chat = _chat(request)
+        if chat is None:
+            return _problem(400, NO_SESSION)
+        after = request.headers.get("Last-Event-ID") or request.query.get("after") or ""
+        if after and not _STREAM_ID.fullmatch(after):
+            return _problem(400, BAD_POSITION)
+        try:
+            after = after or await self.stream.last_id(chat)
+        except RedisError:
+            return _problem(503, QUEUE_DOWN)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
-        await response.prepare(request)
-        while not request.transport or not request.transport.is_closing():
-            for entry in await self.stream.read(chat, after, 5_000):
+        self.listeners += 1
+        try:
+            await response.prepare(request)
+            await self._follow(request, response, chat, after)
+        except ConnectionResetError:
+            pass  # the tab was closed: nothing to say
+        except RedisError as exc:
+            log.warning("an event stream ended: the queue's Redis failed (%s)", exc)
+        finally:
+            self.listeners -= 1
+        return response
+
+    async def _follow(
+        self, request: web.Request, response: web.StreamResponse, chat: str, after: str
+    ) -> None:
+        while request.transport is not None and not request.transport.is_closing():
+            entries = await self._read(chat, after)
+            if entries is None:
+                return
+            for entry in entries:
                 after = entry.entry_id
                 await response.write(_event(entry.entry_id, entry.kind, _page_payload(entry)))
             await response.write(b": keep-alive\n\n")
-        return response
+
+    async def _read(self, chat: str, after: str) -> list[StreamEntry] | None:
+        """The chat's next entries (none after ``keepalive``), or None when the server stops.
+        A read cut short is awaited to its end here, so its Redis connection is closed before
+        the server (and then the pool) is, rather than left to the garbage collector."""
+        block_ms = max(1, int(self.keepalive * 1000))
+        reading = asyncio.ensure_future(self.stream.read(chat, after, block_ms))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((reading, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reading.cancel()
+            stopping.cancel()
+            entries, _ = await asyncio.gather(reading, stopping, return_exceptions=True)
+        if isinstance(entries, asyncio.CancelledError):
+            return None
+        if isinstance(entries, BaseException):
+            raise entries
+        return entries
 
 
 class _Refused(Exception):
@@ -268,15 +436,14 @@ def _decode(part: BodyPartReader, data: bytes) -> str:
     return decode(data, part.get_charset("utf-8"))
 
 
-def _page_payload(entry: object) -> dict[str, object]:
-    from adapters.local import StreamEntry
-
-    assert isinstance(entry, StreamEntry)
+def _page_payload(entry: StreamEntry) -> dict[str, object]:
     if entry.out is None:
         return entry.data
     return {
+        "key": entry.out.idempotency_key,
         "in_reply_to": entry.out.in_reply_to,
         "text": entry.out.text,
+        "html": to_html(entry.out.text),
         "attachments": [
             {
                 "filename": a.filename,
@@ -292,5 +459,53 @@ def _event(entry_id: str, kind: str, data: dict[str, object]) -> bytes:
     return f"id: {entry_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _problem(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
+def _problem(status: int, text: str, **more: object) -> web.Response:
+    return web.json_response({"error": text, **more}, status=status)
+
+
+def _chat(request: web.Request) -> str | None:
+    chat = request.cookies.get(COOKIE, "")
+    return chat if _CHAT_ID.fullmatch(chat) else None
+
+
+def _resume(resume: Resume) -> dict[str, object]:
+    return {"after": resume.after, "until": resume.until, "writing": list(resume.writing)}
+
+
+def _download_as(filename: str) -> str:
+    plain = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _assets() -> list[Path]:
+    return sorted(p for p in STATIC.iterdir() if p.suffix in (".js", ".css"))
+
+
+def _static(path: Path) -> Handler:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return serve
+
+
+@web.middleware
+async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The chat's API answers in JSON whatever fails: 503 with ``retry`` for a service that
+    is down (nothing was stored), 500 with a sentence, never a traceback, for the rest."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except ServiceUnavailable as exc:
+        log.warning(
+            "%s %s refused: %s is down (%s)", request.method, request.path, exc.service, exc
+        )
+        return _problem(503, unavailable(exc), retry=True)
+    except RedisError as exc:  # a message stored but not queued is queued by the recovery sweep
+        log.warning("%s %s refused: the queue failed (%s)", request.method, request.path, exc)
+        return _problem(503, QUEUE_DOWN, retry=True)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _problem(500, UNEXPECTED, retry=False)

@@ -179,7 +179,7 @@ async def run_up(
 ) -> None:
     """`switchboard up`: services, schema, personas, the web chat and a worker, until a signal."""
     from adapters.web import WebAdapter
-    from bot.conversation import receive, transcript
+    from bot.conversation import message_file, receive, transcript
 
     async with _stop_signals() as stopping, open_runtime(settings) as runtime:
         web = WebAdapter(
@@ -188,6 +188,8 @@ async def run_up(
             port,
             lambda ref: transcript(runtime.core, ref),
             extra_routes=webhook.routes(runtime.core),
+            files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
+            hosts=settings.web_hosts,
         )
         await web.start(lambda incoming: receive(runtime.core, incoming))
         try:

@@ -15,8 +15,9 @@ OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 
 # Who may talk on a channel: everyone, the listed accounts, or whoever the owner approved.
 Access = Literal["open", "allowlist", "pairing"]
-# Platform user ids (for email: addresses and domains), written comma-separated.
-AllowList = Annotated[list[str], NoDecode]
+# Allow lists (platform user ids; for email, addresses and domains) and host names are
+# written in the environment as comma-separated text (a,b,c), not JSON.
+CommaList = Annotated[list[str], NoDecode]
 CHANNELS = ("web", "terminal", "slack", "telegram", "discord", "email")
 
 
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = 8765
+    # Host names the web chat answers to besides loopback (a reverse proxy's public name):
+    # comma-separated in the environment.
+    web_hosts: CommaList = Field(default_factory=list)
 
     db_pool_size: int = 20
     queue_name: str = "switchboard:queue"
@@ -77,17 +81,17 @@ class Settings(BaseSettings):
 
     # Who may talk, per channel (bot/access.py). Channels strangers can reach pair by default.
     web_access: Access = "open"
-    web_allow: AllowList = Field(default_factory=list)
+    web_allow: CommaList = Field(default_factory=list)
     terminal_access: Access = "open"
-    terminal_allow: AllowList = Field(default_factory=list)
+    terminal_allow: CommaList = Field(default_factory=list)
     slack_access: Access = "pairing"
-    slack_allow: AllowList = Field(default_factory=list)
+    slack_allow: CommaList = Field(default_factory=list)
     telegram_access: Access = "pairing"
-    telegram_allow: AllowList = Field(default_factory=list)
+    telegram_allow: CommaList = Field(default_factory=list)
     discord_access: Access = "pairing"
-    discord_allow: AllowList = Field(default_factory=list)
+    discord_allow: CommaList = Field(default_factory=list)
     email_access: Access = "pairing"
-    email_allow: AllowList = Field(default_factory=list)
+    email_allow: CommaList = Field(default_factory=list)
     # Pairing replies to unknown senders per minute, all channels together: a flood costs
     # stored rows, never a stream of replies.
     pairing_replies_per_minute: int = Field(default=20, ge=0)
@@ -101,7 +105,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator(*(f"{channel}_allow" for channel in CHANNELS), mode="before")
+    @field_validator("web_hosts", *(f"{channel}_allow" for channel in CHANNELS), mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,15 +13,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import files, people
 from bot.core import Core
-from bot.messages import ConversationRef, IncomingMessage
+from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.queue import HANDLE_MESSAGE
-from bot.storage.models import ChannelAccount, Conversation, Message, Persona, User
+from bot.storage.models import ChannelAccount, Conversation, Message, Outbox, Persona, User
 
 log = logging.getLogger(__name__)
 
@@ -213,21 +213,33 @@ class Line:
     text: str
     in_reply_to: int | None
     files: tuple[str, ...] = ()  # names of the files it carried
+    key: str = ""  # a reply's idempotency key: the same reply arriving live is shown once
+
+
+def _at(ref: ConversationRef) -> ColumnElement[bool]:
+    """Messages of the conversation at ``ref``, with conversations joined."""
+    return and_(
+        Conversation.id == Message.conversation_id,
+        Conversation.channel == ref.channel,
+        Conversation.workspace == ref.workspace,
+        Conversation.chat == ref.chat,
+        Conversation.thread == ref.thread,
+    )
 
 
 async def transcript(core: Core, ref: ConversationRef, limit: int = 50) -> list[Line]:
     """The latest messages at ``ref``, oldest first (empty for a conversation not yet begun)."""
     query = (
         select(
-            Message.id, Message.direction, Message.text, Message.reply_to_id, Message.attachments
+            Message.id,
+            Message.direction,
+            Message.text,
+            Message.reply_to_id,
+            Message.attachments,
+            Outbox.idempotency_key,
         )
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(
-            Conversation.channel == ref.channel,
-            Conversation.workspace == ref.workspace,
-            Conversation.chat == ref.chat,
-            Conversation.thread == ref.thread,
-        )
+        .join(Conversation, _at(ref))
+        .outerjoin(Outbox, Outbox.message_id == Message.id)
         .order_by(Message.id.desc())
         .limit(limit)
     )
@@ -240,9 +252,35 @@ async def transcript(core: Core, ref: ConversationRef, limit: int = 50) -> list[
             row.text,
             row.reply_to_id,
             files=tuple(a["filename"] for a in row.attachments or ()),
+            key=row.idempotency_key or "",
         )
         for row in reversed(rows)
     ]
+
+
+async def message_file(
+    core: Core, ref: ConversationRef, message_id: int, index: int
+) -> Attachment | None:
+    """The ``index``-th file of a message at ``ref``, with its content; None when the
+    conversation at ``ref`` has no such message or file, so a channel serves only its own.
+    A reply's files are inline in its outbox row; a received file is in the files table."""
+    query = (
+        select(Message.attachments, Outbox.payload)
+        .join(Conversation, _at(ref))
+        .outerjoin(Outbox, Outbox.message_id == Message.id)
+        .where(Message.id == message_id)
+    )
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(query)).one_or_none()
+    if row is None or not 0 <= index < len(row.attachments or ()):
+        return None
+    if row.payload is not None:
+        return OutgoingMessage.from_dict(row.payload).attachments[index]
+    kept = row.attachments[index]
+    attachment = Attachment(
+        kept["filename"], kept["content_type"], kept["size"], file_id=kept.get("file_id")
+    )
+    return replace(attachment, data=await files.content(core.engine, attachment))
 
 
 async def message_status(core: Core, message_id: int) -> str | None:

@@ -8,9 +8,10 @@
 set -euo pipefail
 
 # The one list. Add packages here as tests start to need them
-# (planned: dovecot-imapd for the email tests, chromium for the browser tool).
+# (planned: dovecot-imapd for the email tests).
 PACKAGES=(
     docker-compose  # Debian's v1.29: `docker-compose config` validates docker-compose.yml
+    chromium        # headless, for the web chat page's tests (and the browser tool)
 )
 
 missing=()

@@ -74,10 +74,22 @@ def test_app_and_worker_share_one_build(compose: dict[str, Any]) -> None:
     assert worker["image"] == app["image"]
 
 
-def test_web_port_published(compose: dict[str, Any]) -> None:
-    ports = service(compose, "switchboard")["ports"]
-    targets = {p["target"] if isinstance(p, dict) else int(str(p).split(":")[-1]) for p in ports}
-    assert 8765 in targets
+def _published(port: str | dict[str, Any]) -> tuple[str, int]:
+    """(host address, container port) of a ``ports`` entry, long or short syntax."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "")), int(port["target"])
+    parts = str(port).split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else ""), int(parts[-1])
+
+
+def test_web_port_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    # The web chat has no login: other machines reach it only through a reverse proxy.
+    ports = [_published(p) for p in service(compose, "switchboard")["ports"]]
+    assert ports == [("127.0.0.1", 8765)]
+
+
+def test_the_public_host_name_reaches_the_app(compose: dict[str, Any]) -> None:
+    assert "SWITCHBOARD_WEB_HOSTS" in environment(compose, "switchboard")
 
 
 @pytest.mark.parametrize("name", ["switchboard", "worker"])
