@@ -147,3 +147,10 @@ def clip(text: str, limit: int) -> str:
     """Text on one line, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def database_down() -> str:
+    return (
+        "Your message was not saved: Switchboard's database is not answering right now "
+        "(it is restarted by itself). Send it again in a moment."
+    )

@@ -18,7 +18,7 @@ from bot.config import Settings
 from bot.conversation import Received, receive
 from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message, Outbox
-from worker.settings import build_worker
+from worker.settings import build_worker, health_check_key
 
 REF = ConversationRef(channel="terminal", chat="alice")
 
@@ -65,6 +65,7 @@ async def drain(runtime: Runtime, timeout: float = 60.0) -> int:
     Not arq's burst mode: that waits for jobs deferred to the future too (a timer set for
     tomorrow), where a test wants everything due now done and nothing more.
     """
+    queue = runtime.core.settings.queue_name
     worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     deadline = time.monotonic() + timeout
@@ -73,7 +74,9 @@ async def drain(runtime: Runtime, timeout: float = 60.0) -> int:
         while idle < 3:
             assert time.monotonic() < deadline, "the queue did not drain in time"
             await asyncio.sleep(0.03)
-            due = await runtime.redis.zcount(runtime.core.settings.queue_name, "-inf", _now_ms())
+            if not await runtime.redis.exists(health_check_key(queue)):
+                continue  # still starting up: its start-up sweep may queue more
+            due = await runtime.redis.zcount(queue, "-inf", _now_ms())
             idle = idle + 1 if due == 0 and worker.job_counter == 0 else 0
     finally:
         task.cancel()
