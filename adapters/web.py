@@ -83,7 +83,6 @@ class WebAdapter:
         self._dispatch = dispatch
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/", self._page)
-        app.router.add_get("/healthz", self._health)
         app.router.add_post("/api/messages", self._post)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/history", self._history)
@@ -116,9 +115,6 @@ class WebAdapter:
         if COOKIE not in request.cookies:
             response.set_cookie(COOKIE, secrets.token_urlsafe(16), httponly=True, samesite="Strict")
         return response
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
 
     async def _post(self, request: web.Request) -> web.Response:
         chat = request.cookies.get(COOKIE)

@@ -40,6 +40,7 @@ class Probe:
     name: str
     kind: Kind
     check: Check
+    note: Callable[[], str] | None = None  # added to the detail when down (will it heal?)
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ class Health:
         try:
             detail = await asyncio.wait_for(probe.check(), self.timeout)
         except TimeoutError:
-            return Part(probe.name, probe.kind, False, f"no answer within {self.timeout:g} s")
+            return self._down(probe, f"no answer within {self.timeout:g} s")
         except Exception as exc:
-            return Part(probe.name, probe.kind, False, describe(exc))
+            return self._down(probe, describe(exc))
         return Part(probe.name, probe.kind, True, detail)
+
+    def _down(self, probe: Probe, detail: str) -> Part:
+        note = probe.note() if probe.note is not None else ""
+        return Part(probe.name, probe.kind, False, f"{detail} ({note})" if note else detail)
 
 
 def summary(parts: Sequence[Part]) -> dict[str, Any]:

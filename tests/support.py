@@ -7,7 +7,8 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import func, select
@@ -23,10 +24,17 @@ from worker.settings import build_worker, health_check_key
 REF = ConversationRef(channel="terminal", chat="alice")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a `switchboard` process needs to share the test's servers and LLM."""
+    """The environment a `switchboard` process needs to share the test's servers and LLM,
+    running this tree's code whatever its working directory (not an installed copy)."""
     return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
         "SWITCHBOARD_HOME": str(settings.home),
         "DATABASE_URL": settings.database_url or "",
         "REDIS_URL": settings.redis_url or "",
@@ -128,3 +136,14 @@ async def serve(*routes: web.RouteDef) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], timeout: float, what: str, every: float = 0.05
+) -> None:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``
+    seconds of the monotonic clock (generous: a loaded machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        await asyncio.sleep(every)
