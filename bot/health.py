@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 TIMEOUT = 0.5  # seconds each check may take before its part counts as down
@@ -152,6 +152,8 @@ def _ms_since(started: float) -> int:
 # SQLSTATE classes meaning the server is out of reach or going away: connection exceptions,
 # shut down by an administrator or a crash, not accepting connections yet (starting up).
 _DATABASE_DOWN = ("08", "57P01", "57P02", "57P03")
+# SQLAlchemy's code for a connection used again after it was lost inside a transaction.
+LOST_IN_TRANSACTION = "8s2b"
 
 
 def outage(exc: BaseException) -> Literal["database", "queue"] | None:
@@ -167,6 +169,8 @@ def outage(exc: BaseException) -> Literal["database", "queue"] | None:
 
 def _database_down(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, PendingRollbackError) and exc.code == LOST_IN_TRANSACTION:
         return True
     if isinstance(exc, asyncpg.ConnectionDoesNotExistError | ConnectionError | socket.gaierror):
         return True

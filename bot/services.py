@@ -111,9 +111,8 @@ class EmbeddedServices:
             _wait_reaped(_pid_in(self.home / POSTGRES / "postmaster.pid"), name)
             self._start_postgres()
         else:
-            data_dir = self.home / VALKEY
-            _wait_reaped(_pid_in(data_dir / "valkey.pid"), name)
-            _relaunch_valkey(data_dir)
+            # Valkey minds no old pid in its pid file, and a dead one holds no port.
+            _relaunch_valkey(self.home / VALKEY)
 
     def _start_postgres(self) -> str:
         url = _start_postgres(self.home / POSTGRES)
@@ -445,9 +444,9 @@ def _alive(pid: int | None) -> bool:
 
 
 def _wait_reaped(pid: int | None, name: str, timeout: float = 10.0) -> None:
-    """Wait until a dead server's pid is gone: Postgres and Valkey refuse to start while the
-    pid in their pid file exists, even as a zombie. Init reaps it within a second or so; when
-    this process is its parent (Switchboard as pid 1 in a container), reap it here."""
+    """Wait until a dead server's pid is gone: Postgres refuses to start while the pid in its
+    lock file exists, even as a zombie. Init reaps it soon; when this process is its parent
+    (Switchboard as pid 1 in a container), reap it here."""
     deadline = time.monotonic() + timeout
     while pid is not None and psutil.pid_exists(pid):
         with contextlib.suppress(ChildProcessError):
