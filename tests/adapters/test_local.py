@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 from redis.asyncio import Redis
 
 from adapters.local import LocalStream
 from bot.messages import ConversationRef
+from tests.support import free_port
 
 
 async def test_a_live_update_is_skipped_while_redis_is_down() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    redis = Redis(port=port)  # nothing listens there
+    redis = Redis(port=free_port())  # nothing listens there
     stream = LocalStream(redis, "web")
     ref = ConversationRef(channel="web", chat="c1")
     try:

