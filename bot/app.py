@@ -13,6 +13,7 @@ from pathlib import Path
 
 from arq import Worker
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.local import local_channels
@@ -347,7 +348,10 @@ async def _first_poll(runtime: Runtime, timeout: float) -> None:
     """Wait (a bounded time) until a worker polls the queue, so "ready" means messages are
     answered; past the bound, /healthz says what is wrong."""
     deadline = time.monotonic() + timeout
-    while not await worker_alive(runtime) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RedisError):
+            if await worker_alive(runtime):
+                return
         await asyncio.sleep(0.02)
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "switchboard"
 POSTGRES, VALKEY = "postgres", "valkey"
+PID_FILES = {POSTGRES: "postgres/postmaster.pid", VALKEY: "valkey/valkey.pid"}  # in the home
 # Root runs the embedded Postgres as another user, which must traverse the home (not list it).
 HOME_MODE = 0o711 if os.geteuid() == 0 else 0o700
 CHECK_SECONDS = 1.0  # how often a leaseholder looks for a dead server
@@ -87,28 +88,27 @@ class EmbeddedServices:
     def heal(self) -> list[str]:
         """Start again, on its old address, each server this process uses that has died;
         returns their names. Checked without the lock first: that costs two small file reads."""
-        if not self._dead():
-            return []
-        with self._lock():
-            dead = self._dead()  # another leaseholder may have restarted it meanwhile
-            for name in dead:
-                started = time.monotonic()
-                self._restart(name)
-                log.warning(
-                    "the embedded %s had stopped; restarted it on its old address in %.1f s",
-                    name,
-                    time.monotonic() - started,
-                )
+        dead = self._dead()
+        if dead:
+            with self._lock():
+                dead = self._dead()  # another leaseholder may have restarted it meanwhile
+                for name in dead:
+                    started = time.monotonic()
+                    self._restart(name)
+                    log.warning(
+                        "the embedded %s had stopped; restarted it on its old address in %.1f s",
+                        name,
+                        time.monotonic() - started,
+                    )
         self.trouble = ""
         return dead
 
     def _dead(self) -> list[str]:
-        pid_files = {POSTGRES: POSTGRES + "/postmaster.pid", VALKEY: VALKEY + "/valkey.pid"}
-        return [name for name in self.used if not _alive(_pid_in(self.home / pid_files[name]))]
+        return [name for name in self.used if not _alive(_pid_in(self.home / PID_FILES[name]))]
 
     def _restart(self, name: str) -> None:
         if name == POSTGRES:
-            _wait_reaped(_pid_in(self.home / POSTGRES / "postmaster.pid"), name)
+            _wait_reaped(_pid_in(self.home / PID_FILES[POSTGRES]), name)
             self._start_postgres()
         else:
             # Valkey minds no old pid in its pid file, and a dead one holds no port.
