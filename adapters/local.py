@@ -12,6 +12,7 @@ reloaded mid-reply — knows where to read from to show them whole.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from redis.exceptions import RedisError
 
 from bot.errors import AdapterError
 from bot.messages import ConversationRef, OutgoingMessage, SentRef
+
+log = logging.getLogger(__name__)
 
 STREAM_LENGTH = 1000
 SEEN_SECONDS = 7 * 24 * 3600
@@ -130,13 +133,18 @@ class LocalStream:
         await self._event(ref, "message", data)
 
     async def _event(self, ref: ConversationRef, kind: str, data: dict[str, Any]) -> None:
-        """Something passing (progress, a partial reply): written at most once, never retried."""
-        await self.redis.xadd(
-            stream_key(self.channel, ref.chat),
-            {"kind": kind, "payload": json.dumps(data)},
-            maxlen=STREAM_LENGTH,
-            approximate=True,
-        )
+        """Something passing (progress, a partial reply): written at most once, never retried,
+        and skipped while Redis is down, so a turn does not fail for it; the reply itself
+        comes through the outbox."""
+        try:
+            await self.redis.xadd(
+                stream_key(self.channel, ref.chat),
+                {"kind": kind, "payload": json.dumps(data)},
+                maxlen=STREAM_LENGTH,
+                approximate=True,
+            )
+        except RedisError as exc:
+            log.info("a %s update for %s was skipped: %s", kind, self.channel, exc)
 
     async def read(self, chat: str, after: str, block_ms: int) -> list[StreamEntry]:
         found = await self.redis.xread({stream_key(self.channel, chat): after}, block=block_ms)

@@ -182,6 +182,8 @@ class WebAdapter:
         return response
 
     async def _health(self, request: web.Request) -> web.Response:
+        """Alive, as far as the chat alone knows; `switchboard up` mounts the whole check
+        (bot.health) at this path instead."""
         return web.json_response({"ok": True})
 
     async def _post(self, request: web.Request) -> web.Response:

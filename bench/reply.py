@@ -153,7 +153,7 @@ async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
         figures = await stages(runtime, f"{run}-")
         sat_chats = [f"sat-{run}-{k}" for k in range(args.conversations)]
         figures["saturated_replies_per_s"] = await saturation(runtime, sat_chats, args)
-    return {"latencies": latencies, "jobs_failed": worker.jobs_failed, **figures}
+    return {"latencies": latencies, "jobs_failed": worker.current.jobs_failed, **figures}
 
 
 # --- the floor ------------------------------------------------------------------------------

@@ -82,8 +82,8 @@ async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
         "runs_per_s": round(args.n / elapsed, 1),
         "starts_per_s": round(args.n / starts, 1),
         "cpu_ms_per_run": round(cpu * 1000 / args.n, 2),
-        "jobs_failed": worker.jobs_failed,
-        "queue_read_limit": worker.queue_read_limit,
+        "jobs_failed": worker.current.jobs_failed,
+        "queue_read_limit": worker.current.queue_read_limit,
     }
 
 

@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from arq import Worker
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.local import local_channels
-from bot import access, services
+from bot import access, health, services
 from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
+from bot.errors import ServiceUnavailable
 from bot.messages import Attachment
 from bot.queue import ArqQueue, connect
 from bot.router import CommandRegistry
@@ -36,11 +40,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    """What a Switchboard process holds open: the core, the Redis pool and the endpoints."""
+    """What a Switchboard process holds open: the core, the Redis pool, the endpoints, and
+    the health of what it depends on (its services; `up` adds its worker and channels)."""
 
     core: Core
     redis: ArqRedis
     endpoints: services.Endpoints
+    health: health.Health
 
 
 def build_commands() -> CommandRegistry:
@@ -62,6 +68,9 @@ async def open_runtime(
     read what is stored leave that to the ones that start Switchboard)."""
     endpoints, embedded = await asyncio.to_thread(services.resolve, settings)
     engine = db.make_engine(endpoints.database_url, pool_size=settings.db_pool_size)
+    # Health gets a connection of its own: a pool busy with long turns is not a database down.
+    probe_engine = db.make_engine(endpoints.database_url, pool_size=1)
+    keeper = _keep_alive(embedded)
     redis: ArqRedis | None = None
     try:
         redis = await connect(endpoints.redis_url)
@@ -78,13 +87,60 @@ async def open_runtime(
         async with contextlib.aclosing(core):
             if prepare:
                 await prepare_storage(core, config=config)
-            yield Runtime(core, redis, endpoints)
+            yield Runtime(
+                core, redis, endpoints, _service_health(settings, probe_engine, redis, embedded)
+            )
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
+        await probe_engine.dispose()
         if embedded is not None:
             await asyncio.to_thread(embedded.release)
+
+
+def _keep_alive(embedded: services.EmbeddedServices | None) -> asyncio.Task[None] | None:
+    if embedded is None:
+        return None
+    return asyncio.create_task(services.keep_alive(embedded), name="switchboard-keep-alive")
+
+
+def _service_health(
+    settings: Settings,
+    probe_engine: AsyncEngine,
+    redis: ArqRedis,
+    embedded: services.EmbeddedServices | None,
+) -> health.Health:
+    return health.Health(
+        [
+            health.Probe(
+                "database",
+                "service",
+                health.database(probe_engine),
+                _comes_back(embedded, settings.database_url),
+            ),
+            health.Probe(
+                "queue", "service", health.queue(redis), _comes_back(embedded, settings.redis_url)
+            ),
+        ]
+    )
+
+
+def _comes_back(
+    embedded: services.EmbeddedServices | None, configured_url: str | None
+) -> Callable[[], str]:
+    """What /healthz adds to a service that is down: whether it comes back by itself."""
+
+    def note() -> str:
+        if configured_url or embedded is None:
+            return "an external server: Switchboard does not restart it"
+        return embedded.trouble or "embedded: Switchboard restarts it within seconds"
+
+    return note
 
 
 async def prepare_storage(core: Core, *, config: bool = True) -> None:
@@ -116,21 +172,78 @@ async def worker_alive(runtime: Runtime) -> bool:
     return bool(await runtime.redis.exists(health_check_key(runtime.core.settings.queue_name)))
 
 
+def worker_check(runtime: Runtime) -> health.Check:
+    """Some worker (ours or another process's) polled the queue within arq's health-check
+    interval (6 s)."""
+
+    async def check() -> str:
+        if not await worker_alive(runtime):
+            raise ServiceUnavailable("worker", "no worker has polled the queue in the last 6 s")
+        return "a worker polled the queue in the last 6 s"
+
+    return check
+
+
+class WorkerLoop:
+    """An arq worker in this event loop, built again whenever it stops by itself (its Redis
+    went away, or would not answer at start): after RESTART_PAUSE, doubling while it keeps
+    stopping, up to MAX_RESTART_PAUSE. A burst worker that finishes is not restarted."""
+
+    def __init__(self, build: Callable[[], Worker]) -> None:
+        self.build = build
+        self.current = build()
+        self.restarts = 0
+
+    async def run(self) -> None:
+        pause = RESTART_PAUSE
+        while True:
+            started = time.monotonic()
+            try:
+                await self.current.async_run()
+                return
+            except Exception as exc:
+                if time.monotonic() - started > STEADY_SECONDS:
+                    pause = RESTART_PAUSE
+                log.error(
+                    "the worker stopped (%s); starting a new one in %.1f s",
+                    health.describe(exc),
+                    pause,
+                )
+            await _abandon(self.current)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_RESTART_PAUSE)
+            self.current = self.build()
+            self.restarts += 1
+
+
+RESTART_PAUSE, MAX_RESTART_PAUSE = 0.5, 10.0
+STEADY_SECONDS = 60.0  # a worker that ran this long before stopping starts the pauses over
+
+
 @contextlib.asynccontextmanager
-async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIterator[Worker]:
+async def in_process_worker(runtime: Runtime, *, burst: bool = False) -> AsyncIterator[WorkerLoop]:
     from worker.settings import build_worker
 
-    worker = build_worker(
-        runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
+    loop = WorkerLoop(
+        lambda: build_worker(
+            runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
+        )
     )
-    async with running_worker(worker):
-        yield worker
+    task = asyncio.create_task(loop.run(), name="switchboard-worker")
+    try:
+        yield loop
+    finally:
+        await _finish_jobs(loop.current, FINISH_JOBS_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await _close(loop.current)
 
 
 @contextlib.asynccontextmanager
 async def running_worker(worker: Worker) -> AsyncIterator[Worker]:
-    """Run an arq worker in this event loop; on leaving, let its running jobs end, then
-    stop it (arq's own close() would cancel them)."""
+    """Run a ready-made arq worker in this event loop (not restarted: see WorkerLoop); on
+    leaving, let its running jobs end, then stop it (arq's own close() would cancel them)."""
     task = asyncio.create_task(worker.async_run(), name="switchboard-worker")
     task.add_done_callback(_worker_ended)
     try:
@@ -140,16 +253,13 @@ async def running_worker(worker: Worker) -> AsyncIterator[Worker]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()
+        await _close(worker)
 
 
 def _worker_ended(task: asyncio.Task[None]) -> None:
-    """An in-process worker that stops by itself is a fault: say so loudly."""
+    """A worker that stops by itself is a fault: say so loudly."""
     if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "the in-process worker stopped: %r; messages wait for another worker", task.exception()
-        )
+        log.error("the worker stopped: %r; messages wait for another worker", task.exception())
 
 
 FINISH_JOBS_SECONDS = 10.0
@@ -163,21 +273,52 @@ async def _finish_jobs(worker: Worker, timeout: float) -> None:
         await asyncio.wait(running, timeout=timeout)
 
 
+async def _close(worker: Worker) -> None:
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
+    except Exception:  # its Redis is gone: close() stopped half-way
+        await _abandon(worker)
+
+
+async def _abandon(worker: Worker) -> None:
+    """What close() does, for a worker whose Redis is gone: its jobs are cancelled (they run
+    again from the queue), its heartbeat stopped, its connections closed. Redis errors on the
+    way are expected and ignored."""
+    for task in worker.tasks.values():
+        task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    liveness, redis = worker.ctx.get("liveness"), worker.ctx.get("redis")
+    with contextlib.suppress(Exception):
+        if liveness is not None:
+            await liveness.stop()
+    with contextlib.suppress(Exception):
+        if redis is not None:
+            await redis.aclose()
+
+
 async def run_worker(settings: Settings, *, burst: bool) -> None:
     from worker.settings import build_worker
 
     async with open_runtime(settings) as runtime:
-        worker = build_worker(runtime.core, runtime.endpoints.redis_url, burst=burst)
+        # Signals stop this process through the command (cli_support), not through the
+        # worker: a worker being rebuilt has no handlers of its own.
+        loop = WorkerLoop(
+            lambda: build_worker(
+                runtime.core, runtime.endpoints.redis_url, burst=burst, handle_signals=False
+            )
+        )
         try:
-            await worker.async_run()
+            await loop.run()
         finally:
-            await worker.close()
+            await _close(loop.current)
 
 
 async def run_up(
     settings: Settings, *, host: str, port: int, ready: ReadyHook | None = None
 ) -> None:
-    """`switchboard up`: services, schema, personas, the web chat and a worker, until a signal."""
+    """`switchboard up`: services, schema, personas, the web chat and a worker, until a
+    signal; ``/healthz`` tells how each part is."""
     from adapters.web import WebAdapter
     from bot.conversation import message_file, receive, transcript
 
@@ -187,18 +328,35 @@ async def run_up(
             host,
             port,
             lambda ref: transcript(runtime.core, ref),
-            extra_routes=webhook.routes(runtime.core),
+            extra_routes=[*webhook.routes(runtime.core), health.route(runtime.health)],
             files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
             hosts=settings.web_hosts,
         )
+        runtime.health.add("worker", "worker", worker_check(runtime))
+        runtime.health.add("web", "channel", health.listening(lambda: (web.host, web.port)))
         await web.start(lambda incoming: receive(runtime.core, incoming))
         try:
             async with in_process_worker(runtime):
+                await _first_poll(runtime, FIRST_POLL_SECONDS)
                 if ready is not None:
                     ready(web.url, runtime)
                 await stopping.wait()
         finally:
             await web.stop()
+
+
+FIRST_POLL_SECONDS = 10.0
+
+
+async def _first_poll(runtime: Runtime, timeout: float) -> None:
+    """Wait (a bounded time) until a worker polls the queue, so "ready" means messages are
+    answered; past the bound, /healthz says what is wrong."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RedisError):
+            if await worker_alive(runtime):
+                return
+        await asyncio.sleep(0.02)
 
 
 ReadyHook = Callable[[str, Runtime], None]

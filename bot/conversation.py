@@ -17,8 +17,10 @@ from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import files, people
+from bot import files, people, replies
 from bot.core import Core
+from bot.errors import ServiceUnavailable
+from bot.health import describe, outage
 from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.queue import HANDLE_MESSAGE
 from bot.storage.models import ChannelAccount, Conversation, Message, Outbox, Persona, User
@@ -38,6 +40,30 @@ def handle_job_id(message_id: int, attempt: int = 0) -> str:
 
 
 async def receive(core: Core, incoming: IncomingMessage) -> Received:
+    """Store ``incoming`` once and queue its answer. A database that cannot be reached
+    refuses it (``ServiceUnavailable``: nothing was stored, the sender may send it again);
+    a queue that cannot be reached does not, since what is stored gets queued again once
+    the queue is back (the sweep, a starting worker, or the sender's retry)."""
+    try:
+        stored = await _store(core, incoming)
+    except Exception as exc:
+        if outage(exc) is None:
+            raise
+        raise ServiceUnavailable("database", replies.database_down()) from exc
+    if stored.waiting:
+        await _enqueue(core, stored.message_id)
+    return Received(stored.message_id, stored.conversation_id, stored.duplicate)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    message_id: int
+    conversation_id: int
+    duplicate: bool  # stored before: a platform's or a client's retry
+    waiting: bool  # not answered yet
+
+
+async def _store(core: Core, incoming: IncomingMessage) -> _Stored:
     # This runs before every platform ack. A known person in a known conversation costs two
     # single statements in autocommit; a first message creates them in a transaction.
     async with core.autocommit.connect() as conn:
@@ -45,26 +71,37 @@ async def receive(core: Core, incoming: IncomingMessage) -> Received:
             incoming = replace(incoming, attachments=await files.keep(conn, incoming.attachments))
         user_id, conversation_id = await _lookup(conn, incoming)
         if user_id and conversation_id:
-            message_id, duplicate = await _insert(conn, incoming, user_id, conversation_id)
-    if not (user_id and conversation_id):
-        async with core.engine.begin() as conn:
-            user_id, conversation_id = await _resolve(conn, core, incoming)
-            message_id, duplicate = await _insert(conn, incoming, user_id, conversation_id)
-    if not duplicate:
+            return await _insert(conn, incoming, user_id, conversation_id)
+    async with core.engine.begin() as conn:
+        user_id, conversation_id = await _resolve(conn, core, incoming)
+        return await _insert(conn, incoming, user_id, conversation_id)
+
+
+async def _enqueue(core: Core, message_id: int) -> None:
+    try:
         await core.queue.enqueue(HANDLE_MESSAGE, message_id, job_id=handle_job_id(message_id))
-    return Received(message_id, conversation_id, duplicate)
+    except Exception as exc:
+        if outage(exc) is None:
+            raise
+        log.warning(
+            "message %d is stored, but the queue is down (%s); it is queued when the queue is back",
+            message_id,
+            describe(exc),
+        )
 
 
 async def _insert(
     conn: AsyncConnection, incoming: IncomingMessage, user_id: int, conversation_id: int
-) -> tuple[int, bool]:
-    """The stored message's id, and whether it had been stored before (a platform retry)."""
+) -> _Stored:
+    """The message stored, or the one stored before under its id (a retry), which is
+    queued again if still unanswered: the first try may have been stored but not queued."""
     inserted = await conn.scalar(
         _INSERT_MESSAGE, _message_values(incoming, user_id, conversation_id)
     )
     if inserted is not None:
-        return int(inserted), False
-    return await _existing_message(conn, incoming), True
+        return _Stored(int(inserted), conversation_id, duplicate=False, waiting=True)
+    message_id, status = await _existing_message(conn, incoming)
+    return _Stored(message_id, conversation_id, duplicate=True, waiting=status == "received")
 
 
 _LOOKUP = text(
@@ -184,14 +221,16 @@ async def _create_conversation(conn: AsyncConnection, core: Core, ref: Conversat
     return int(found)
 
 
-async def _existing_message(conn: AsyncConnection, incoming: IncomingMessage) -> int:
-    found = await conn.scalar(
-        select(Message.id).where(
-            Message.channel == incoming.ref.channel, Message.external_id == incoming.external_id
+async def _existing_message(conn: AsyncConnection, incoming: IncomingMessage) -> tuple[int, str]:
+    found = (
+        await conn.execute(
+            select(Message.id, Message.status).where(
+                Message.channel == incoming.ref.channel,
+                Message.external_id == incoming.external_id,
+            )
         )
-    )
-    assert found is not None
-    return int(found)
+    ).one()
+    return int(found.id), str(found.status)
 
 
 async def reset_context(core: Core, conversation_id: int) -> None:

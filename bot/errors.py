@@ -14,10 +14,23 @@ SwitchboardError
     └── ServiceUnavailable a service is down right now (``.service``: database, queue, …);
                            the caller refuses the request (HTTP 503) and stores nothing
 
-Third-party exceptions (litellm, SDKs) are translated into these at their boundary module.
+Third-party exceptions (litellm, SDKs) are translated into these at their boundary module;
+``chain`` walks what one wraps, as libraries wrap unevenly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``raise … from``), or what it was raised while handling."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 class SwitchboardError(Exception):

@@ -17,13 +17,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot import replies
 from bot.config import Settings
-from bot.errors import LLMAuthError, LLMError, LLMTimeout, LLMUnreachable
+from bot.errors import LLMAuthError, LLMError, LLMTimeout, LLMUnreachable, chain
 
 # litellm fetches its price map and Anthropic header table from GitHub unless told not to:
 # slow offline, and a privacy leak for self-hosters. Set before anything imports it.
@@ -443,16 +443,7 @@ def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bo
     connection surfaces as an InternalServerError (status 500) whose chain holds the
     ConnectError, so the chain, not the outer class, says what happened.
     """
-    return any(isinstance(link, kinds) for link in _chain(exc))
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or link.__context__
+    return any(isinstance(link, kinds) for link in chain(exc))
 
 
 def _error_record(model: str, started: float, detail: str, context: _Context) -> CallRecord:

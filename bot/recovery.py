@@ -17,8 +17,11 @@ from bot.outbox import deliver_job_id
 from bot.queue import DELIVER, HANDLE_MESSAGE
 from bot.storage.models import Message, Outbox
 
+# Work this young is normally still on its way to the queue (or in it).
+GRACE = timedelta(seconds=30)
 
-async def sweep(core: Core, grace: timedelta = timedelta(seconds=30)) -> tuple[int, int]:
+
+async def sweep(core: Core, grace: timedelta = GRACE) -> tuple[int, int]:
     """Re-enqueue unanswered messages and undelivered replies older than ``grace``."""
     cutoff = datetime.now(UTC) - grace
     async with core.sessions() as session:

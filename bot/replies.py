@@ -249,3 +249,10 @@ def template_process_failed(detail: str) -> str:
         f"I couldn't start the process that renders templates ({detail}). Check "
         "SWITCHBOARD_TEMPLATE_MEMORY_MB: it must leave room for Python itself (64 MB or more)."
     )
+
+
+def database_down() -> str:
+    return (
+        "Your message was not saved: Switchboard's database is not answering right now "
+        "(it is restarted by itself). Send it again in a moment."
+    )

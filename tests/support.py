@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import func, select
@@ -18,9 +20,12 @@ from bot.config import Settings
 from bot.conversation import Received, receive
 from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message, Outbox
-from worker.settings import build_worker
+from worker.settings import build_worker, health_check_key
 
 REF = ConversationRef(channel="terminal", chat="alice")
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def in_browser(runtime: Runtime, name: str, text: str) -> str:
@@ -30,9 +35,13 @@ async def in_browser(runtime: Runtime, name: str, text: str) -> str:
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a `switchboard` process needs to share the test's servers and LLM."""
+    """The environment a `switchboard` process needs to share the test's servers and LLM,
+    running this tree's code whatever its working directory (not an installed copy)."""
     return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
         "SWITCHBOARD_HOME": str(settings.home),
         "DATABASE_URL": settings.database_url or "",
         "REDIS_URL": settings.redis_url or "",
@@ -71,6 +80,7 @@ async def drain(runtime: Runtime, timeout: float = 60.0) -> int:
     Not arq's burst mode: that waits for jobs deferred to the future too (a timer set for
     tomorrow), where a test wants everything due now done and nothing more.
     """
+    queue = runtime.core.settings.queue_name
     worker = build_worker(runtime.core, runtime.endpoints.redis_url, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     deadline = time.monotonic() + timeout
@@ -79,7 +89,9 @@ async def drain(runtime: Runtime, timeout: float = 60.0) -> int:
         while idle < 3:
             assert time.monotonic() < deadline, "the queue did not drain in time"
             await asyncio.sleep(0.03)
-            due = await runtime.redis.zcount(runtime.core.settings.queue_name, "-inf", _now_ms())
+            if not await runtime.redis.exists(health_check_key(queue)):
+                continue  # still starting up: its start-up sweep may queue more
+            due = await runtime.redis.zcount(queue, "-inf", _now_ms())
             idle = idle + 1 if due == 0 and worker.job_counter == 0 else 0
     finally:
         task.cancel()
@@ -156,3 +168,21 @@ async def loop_gaps() -> AsyncIterator[list[float]]:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], timeout: float, what: str, every: float = 0.05
+) -> None:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``
+    seconds of the monotonic clock (generous: a loaded machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (a server that is down, or one to start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

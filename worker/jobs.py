@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from bot import handler, outbox, recovery
@@ -24,7 +25,7 @@ async def schedule_tick(ctx: dict[str, Any]) -> list[int]:
     return await schedule.tick(ctx["core"])
 
 
-async def sweep(ctx: dict[str, Any]) -> tuple[int, int, int]:
+async def sweep(ctx: dict[str, Any], grace: timedelta = recovery.GRACE) -> tuple[int, int, int]:
     """Work whose job went missing; a dead worker's started jobs are the heartbeat's."""
-    handled, delivered = await recovery.sweep(ctx["core"])
+    handled, delivered = await recovery.sweep(ctx["core"], grace)
     return handled, delivered, await runs.sweep(ctx["core"])

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
 
-from arq import Worker, cron, func
+from arq import Retry, Worker, cron, func
 
 from adapters.local import local_channels
 from bot.core import Core
+from bot.health import describe, outage
 from bot.outbox import Sender
 from bot.queue import deserialize, redis_settings, serialize
 from worker import jobs
 from worker.liveness import Liveness
 
+log = logging.getLogger(__name__)
+
 HEALTH_CHECK_SECONDS = 5
+OUTAGE_RETRY_MAX_SECONDS = 16  # the longest pause before a job that met an outage runs again
+T = TypeVar("T")
+Job = Callable[..., Coroutine[Any, Any, T]]
 
 
 def health_check_key(queue_name: str) -> str:
@@ -35,8 +45,9 @@ def build_worker(
         ctx["senders"] = build_senders(ctx["redis"])
         ctx["liveness"] = Liveness(ctx["redis"], settings.queue_name)
         await ctx["liveness"].start()
-        # Anything left over from a crash is picked up at once, not at the next sweep.
-        await jobs.sweep(ctx)
+        # Anything left over from a crash, or stored while the queue was down, is picked up
+        # at once, not at the next sweep; work still queued or running is not queued twice.
+        await jobs.sweep(ctx, grace=timedelta(0))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # Stopped before on_startup ran (a signal right at start): nothing to stop.
@@ -51,10 +62,10 @@ def build_worker(
 
     return Worker(
         functions=[
-            func(jobs.handle_message, keep_result=0, timeout=settings.job_timeout),
-            func(jobs.deliver, keep_result=0, timeout=60),
+            func(through_outages(jobs.handle_message), keep_result=0, timeout=settings.job_timeout),
+            func(through_outages(jobs.deliver), keep_result=0, timeout=60),
             # A run persists every step; the job's time limit is the workflow's own limit.
-            func(jobs.run_workflow, keep_result=0, timeout=3600),
+            func(through_outages(jobs.run_workflow), keep_result=0, timeout=3600),
         ],
         cron_jobs=[
             cron(jobs.sweep, second={0, 30}, keep_result=0, run_at_startup=False),
@@ -81,3 +92,28 @@ def build_worker(
         handle_signals=handle_signals,
         log_results=False,
     )
+
+
+def through_outages(job: Job[T]) -> Job[T]:
+    """``job``, run again later when it fails because the database or the queue is down
+    (after 2, 4, 8, 16 s: arq's tries), instead of failing for good; the jobs are idempotent.
+    Work still undone after the last try is found by the sweep once the services are back."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], *args: Any) -> T:
+        try:
+            return await job(ctx, *args)
+        except Exception as exc:
+            if (service := outage(exc)) is None:
+                raise
+            pause = min(2 ** ctx["job_try"], OUTAGE_RETRY_MAX_SECONDS)
+            log.warning(
+                "%s: the %s is down (%s); trying again in %d s",
+                ctx["job_id"],
+                service,
+                describe(exc),
+                pause,
+            )
+            raise Retry(defer=pause) from exc
+
+    return run

@@ -21,8 +21,11 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
-    # Connections are recycled hourly so a restarted external server is picked up quietly.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
+    # pre_ping: a pooled connection is tried before it is handed out (one short round trip),
+    # so after the server restarted the first statement gets a new one instead of failing.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=10, pool_recycle=3600, pool_pre_ping=True
+    )
 
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

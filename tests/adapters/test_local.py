@@ -1,10 +1,14 @@
-"""The local channels' streams: where a client that starts late reads from."""
+"""The local channels' streams: where a client that starts late reads from; passing updates
+never fail a turn."""
 
 from __future__ import annotations
+
+from redis.asyncio import Redis
 
 from adapters.local import LocalStream, Resume
 from bot.app import Runtime
 from bot.messages import ConversationRef, OutgoingMessage
+from tests.support import free_port
 
 REF = ConversationRef(channel="web", chat="tab-chat")
 
@@ -59,3 +63,14 @@ async def test_a_message_is_an_event_for_the_other_clients(runtime: Runtime) -> 
     await stream.message(REF, {"id": 5, "client_id": "c", "text": "hi", "files": []})
     (entry,) = await stream.history(REF.chat)
     assert (entry.kind, entry.out, entry.data["text"]) == ("message", None, "hi")
+
+
+async def test_a_live_update_is_skipped_while_redis_is_down() -> None:
+    redis = Redis(port=free_port())  # nothing listens there
+    stream = LocalStream(redis, "web")
+    ref = ConversationRef(channel="web", chat="c1")
+    try:
+        await stream.delta(ref, 1, "half a rep")
+        await stream.status(ref, "run:1", "step 2 of 3")
+    finally:
+        await redis.aclose()

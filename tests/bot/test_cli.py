@@ -176,7 +176,9 @@ async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
         assert f"Web chat:  http://127.0.0.1:{port}" in banner
         async with aiohttp.ClientSession() as client:
             health = await client.get(f"http://127.0.0.1:{port}/healthz")
-            assert health.status == 200
+            assert health.status == 200, await health.text()
+            parts = (await health.json())["parts"]
+            assert [part["name"] for part in parts] == ["database", "queue", "worker", "web"]
 
         # chat finds up's worker and leaves the answering to it.
         result = await switchboard(user_settings, "chat", "-m", "via up")

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
 from sqlalchemy import select
 
 from adapters.local import LocalStream
+from bot import replies
 from bot.app import Runtime
+from bot.conversation import receive
+from bot.errors import ServiceUnavailable
 from bot.messages import Attachment, ConversationRef
+from bot.queue import ArqQueue
+from bot.storage import db
 from bot.storage.models import LLMCall, Message
 from tests.fakes.llm_server import FakeLLM
-from tests.support import count, delivered, drain, outbox_rows, reply_to, say
+from tests.support import (
+    count,
+    delivered,
+    drain,
+    free_port,
+    incoming,
+    outbox_rows,
+    reply_to,
+    say,
+)
 
 
 async def test_a_message_gets_one_persona_reply(runtime: Runtime, llm: FakeLLM) -> None:
@@ -148,3 +167,51 @@ async def test_other_conversations_are_not_held_up(runtime: Runtime, llm: FakeLL
             )
         ).all()
     assert handled[0] == quick.message_id  # answered while the other chat waited for the model
+
+
+async def test_a_message_the_database_cannot_take_is_refused_and_nothing_is_queued(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    stopped = db.make_engine(f"postgresql+asyncpg://postgres@/switchboard?host={tmp_path}")
+    core = dataclasses.replace(runtime.core, engine=stopped, sessions=db.make_sessions(stopped))
+    try:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await receive(core, incoming("is anyone there?"))
+    finally:
+        await stopped.dispose()
+
+    assert refused.value.service == "database"
+    assert str(refused.value) == replies.database_down()
+    assert await runtime.redis.zcard(runtime.core.settings.queue_name) == 0
+
+
+async def test_a_message_stored_while_the_queue_is_down_is_acknowledged_and_a_resend_queues_it(
+    runtime: Runtime,
+) -> None:
+    core = dataclasses.replace(runtime.core, queue=_queue_nobody_answers(runtime))
+    first = await receive(core, incoming("wait for me", external_id="q-1"))
+    assert not first.duplicate
+    assert await runtime.redis.zcard(runtime.core.settings.queue_name) == 0
+
+    again = await say(runtime, "wait for me", external_id="q-1")  # the client's retry
+    assert again.duplicate and again.message_id == first.message_id
+    assert await runtime.redis.zcard(runtime.core.settings.queue_name) == 1
+    await drain(runtime)
+
+    assert await count(runtime, Message.direction == "in") == 1
+    assert [out.in_reply_to for out in await delivered(runtime)] == [first.message_id]
+
+
+async def test_a_message_stored_while_the_queue_was_down_is_answered_by_the_next_worker(
+    runtime: Runtime,
+) -> None:
+    core = dataclasses.replace(runtime.core, queue=_queue_nobody_answers(runtime))
+    stored = await receive(core, incoming("still there?"))
+
+    await drain(runtime)  # a worker starting up sweeps what was stored and never queued
+
+    assert [out.in_reply_to for out in await delivered(runtime)] == [stored.message_id]
+
+
+def _queue_nobody_answers(runtime: Runtime) -> ArqQueue:
+    return ArqQueue(ArqRedis(port=free_port()), runtime.core.settings.queue_name)
