@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,15 +114,18 @@ class LocalStream:
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
         """A piece of a reply still being written; the final reply still comes by ``send``."""
-        await self.redis.eval(  # type: ignore[misc]
-            _APPEND_DELTA,
-            2,
-            stream_key(self.channel, ref.chat),
-            writing_key(self.channel, ref.chat),
-            str(STREAM_LENGTH),
-            json.dumps({"in_reply_to": in_reply_to, "text": text}),
-            str(in_reply_to),
-            str(WRITING_SECONDS),
+        await _passing(
+            "delta",
+            self.redis.eval(  # type: ignore[arg-type]
+                _APPEND_DELTA,
+                2,
+                stream_key(self.channel, ref.chat),
+                writing_key(self.channel, ref.chat),
+                str(STREAM_LENGTH),
+                json.dumps({"in_reply_to": in_reply_to, "text": text}),
+                str(in_reply_to),
+                str(WRITING_SECONDS),
+            ),
         )
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
@@ -133,18 +137,15 @@ class LocalStream:
         await self._event(ref, "message", data)
 
     async def _event(self, ref: ConversationRef, kind: str, data: dict[str, Any]) -> None:
-        """Something passing (progress, a partial reply): written at most once, never retried,
-        and skipped while Redis is down, so a turn does not fail for it; the reply itself
-        comes through the outbox."""
-        try:
-            await self.redis.xadd(
+        await _passing(
+            kind,
+            self.redis.xadd(
                 stream_key(self.channel, ref.chat),
                 {"kind": kind, "payload": json.dumps(data)},
                 maxlen=STREAM_LENGTH,
                 approximate=True,
-            )
-        except RedisError as exc:
-            log.info("a %s update for %s was skipped: %s", kind, self.channel, exc)
+            ),
+        )
 
     async def read(self, chat: str, after: str, block_ms: int) -> list[StreamEntry]:
         found = await self.redis.xread({stream_key(self.channel, chat): after}, block=block_ms)
@@ -176,6 +177,16 @@ class LocalStream:
         )
         after = _text(before[0][0]) if before else "0-0"
         return Resume(after, until, tuple(sorted(int(_text(k)) for k in writing)))
+
+
+async def _passing(kind: str, write: Awaitable[Any]) -> None:
+    """Something passing (progress, a partial reply): written at most once, never retried,
+    and skipped while Redis is down, so a turn does not fail for it; the reply itself comes
+    through the outbox."""
+    try:
+        await write
+    except RedisError as exc:
+        log.info("a %s update was skipped: %s", kind, exc)
 
 
 def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEntry:
