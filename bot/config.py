@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     queue_name: str = "switchboard:queue"
     poll_delay: float = 0.02
     job_timeout: float = 300.0
+    # One turn (a command or a persona's answer) is stopped after this; keep it below
+    # job_timeout so the person hears why.
+    turn_timeout: float = 240.0
+    # Tries to answer one message (a failure, a time-out, a crashed worker each count)
+    # before it is set aside as failed.
+    max_message_attempts: int = Field(default=3, ge=1)
     max_jobs: int = 20
     max_delivery_attempts: int = 8
     max_input_chars: int = 32_000

@@ -66,10 +66,21 @@ def retrying(snippet: str) -> str:
     return f"Trying again: “{snippet}”"
 
 
-def internal_error(reference: str) -> str:
+STOPPED_MIDWAY = "the worker answering it stopped mid-way (it crashed or was killed)"
+
+
+def set_aside(attempts: int, error: str | None) -> str:
+    """A message that failed every try: said once, and it is not tried again by itself."""
     return (
-        "Something went wrong on my side while answering; your message is saved. "
-        f"Try /retry in a moment. (reference {reference})"
+        f"I set your message aside after {plural(attempts, 'attempt')} to answer it failed; "
+        f"the last one: {error or STOPPED_MIDWAY}. Send /retry to try it again."
+    )
+
+
+def turn_timed_out(seconds: float) -> str:
+    return (
+        f"Answering that took more than {seconds:g} s and was stopped. Send /retry to try "
+        "again, or ask for something smaller (the limit is SWITCHBOARD_TURN_TIMEOUT)."
     )
 
 
@@ -141,6 +152,11 @@ def failure_text(model: str, address: str, detail: str) -> str:
 def cost(usd: float | None) -> str:
     """A cost as people read it; None is a model with no known price, never $0."""
     return "no price known" if usd is None else f"${usd:.4f}"
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 call``, ``2 calls``: a count with its noun agreeing (``many`` if not noun + s)."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
 def clip(text: str, limit: int) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot.app import Runtime
 from bot.config import Settings
+from bot.conversation import message_status
 from bot.messages import ConversationRef
 from bot.storage.models import Message, Outbox, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
@@ -209,3 +210,44 @@ async def _steps(runtime: Runtime, node_id: str, status: str) -> set[int]:
 async def _replies_shown(runtime: Runtime, expected: int) -> bool:
     shown = [len(await delivered(runtime, ref)) for ref in CHATS]
     return sum(shown) >= expected
+
+
+async def test_a_message_that_kills_its_worker_is_set_aside_not_tried_forever(
+    runtime: Runtime, settings: Settings, llm: FakeLLM
+) -> None:
+    """Each try kills the worker mid-answer (SIGKILL while the model is asked): after the
+    allowed tries the message is set aside with one reply, and the model is not asked again."""
+    llm.hang = True
+    received = await say(runtime, "the message that kills workers", ref=CHATS[0])
+    limit = {"SWITCHBOARD_MAX_MESSAGE_ATTEMPTS": "2"}
+    for attempt in (1, 2):
+
+        async def asked(times: int = attempt) -> bool:
+            return len(llm.requests) >= times
+
+        worker = _worker(settings, **limit)
+        try:
+            await _wait_for(asked, 60)
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+
+    async def settled() -> bool:
+        return await message_status(runtime.core, received.message_id) != "received"
+
+    last = _worker(settings, **limit)
+    try:
+        await _wait_for(settled, 60)
+        await _wait_for(lambda: _replies_shown(runtime, 1), 30)
+    finally:
+        last.send_signal(signal.SIGTERM)
+        last.wait(30)
+
+    assert len(llm.requests) == 2
+    async with runtime.core.sessions() as session:
+        row = await session.get(Message, received.message_id)
+    assert row is not None and (row.status, row.attempts) == ("failed", 2)
+    (out,) = await delivered(runtime, CHATS[0])
+    assert out.in_reply_to == received.message_id
+    assert "set your message aside after 2 attempts" in out.text
+    assert "stopped mid-way" in out.text and "/retry" in out.text
