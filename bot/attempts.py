@@ -141,6 +141,15 @@ def line(message: Failed) -> str:
     """One failed message on one line: id, when, where, tries, why, and what it said."""
     return (
         f"#{message.id}  {message.at:%Y-%m-%d %H:%M}  {message.channel}:{message.chat}  "
-        f"{replies.plural(message.attempts, 'attempt')}  {replies.clip(message.error or '', 80)}"
+        f"{replies.plural(message.attempts, 'attempt')}  {replies.clip(message.error or '', 120)}"
         f"  “{replies.clip(message.text, 60)}”"
     )
+
+
+async def not_retried(core: Core, message_id: int) -> str:
+    """Why the message ``message_id`` cannot be tried again."""
+    async with core.sessions() as session:
+        message = await session.get(Message, message_id)
+    if message is None or message.direction != "in":
+        return f"There is no message #{message_id} from a person."
+    return f"Message #{message_id} is {message.status}; only a failed message can be retried."

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bot import cli_tools, cli_workflows
+from bot import cli_messages, cli_tools, cli_workflows
 from bot.cli_support import run_async, settings_for
 from bot.config import Settings
 
@@ -33,6 +33,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 cli_workflows.register(app)
 cli_tools.register(app)
+cli_messages.register(app)
 
 
 def main() -> None:
