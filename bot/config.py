@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Show replies on the terminal and web chat while the model writes them.
     stream_replies: bool = True
     history_token_budget: int = 3000
+    # Tokens of the text files sent with one message that reach the persona (the rest is cut,
+    # and the reply says so).
+    file_token_budget: int = 12_000
     default_persona: str = "assistant"
 
     web_host: str = "127.0.0.1"

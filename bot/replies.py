@@ -33,6 +33,27 @@ def message_too_long(length: int, limit: int) -> str:
     )
 
 
+TEXT_EXAMPLES = "(.txt, .md, .csv, .json, …)"
+
+
+def not_text(filename: str, kind: str) -> str:
+    """Why a file cannot be read, and what would work."""
+    return f"{filename} is {kind}, not text: attach a text file {TEXT_EXAMPLES} or paste the text."
+
+
+def files_note(cut: Sequence[tuple[str, int, int]], unread: Sequence[tuple[str, str]]) -> str:
+    """Said after a persona's answer: what of the files sent with the message it did not read."""
+    notes = [
+        f"I read only the start of {name} (the first {kept:,} of {total:,} characters); "
+        "SWITCHBOARD_FILE_TOKEN_BUDGET sets how much of a file I read."
+        for name, kept, total in cut
+    ]
+    if unread:
+        names = ", ".join(f"{name} ({kind})" for name, kind in unread)
+        notes.append(f"I couldn't read {names}: I can read text files {TEXT_EXAMPLES}.")
+    return "\n".join(f"({note})" for note in notes)
+
+
 def unknown_persona(name: str, known: Sequence[str], suggestion: str | None) -> str:
     hint = f" Did you mean {suggestion}?" if suggestion else ""
     return f"There is no persona called '{name}'.{hint} Known personas: {', '.join(known)}."
