@@ -180,6 +180,12 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
+def cut_off(calls: int) -> str:
+    """Model calls that started and never finished (a crash, a stopped turn): their tokens
+    are not known."""
+    return f"{plural(calls, 'call')} cut off"
+
+
 def clip(text: str, limit: int) -> str:
     """Text on one line, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(text.split())

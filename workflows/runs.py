@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import column, delete, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import locks, outbox, replies
+from bot import locks, outbox, replies, usage
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
@@ -267,9 +267,11 @@ async def describe(core: Core, run_id: int, *, detail: bool = False) -> str:
     """The run as a person reads it: each node's status, timing, tokens and cost (and with
     ``detail``, what went in and came out)."""
     run = await store.PostgresRunStore(core.autocommit).load(run_id)
+    async with core.sessions() as session:
+        unfinished = (await usage.unfinished_by_run(session, [run.id])).get(run.id, 0)
     lines = [
         f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
-        _usage_line(run),
+        _usage_line(run) + usage.unfinished_note(unfinished, running=run.status == "running"),
     ]
     for node_id in run.spec.nodes:
         step = run.steps.get(node_id)
@@ -312,7 +314,12 @@ async def recent(core: Core, limit: int = 10) -> list[str]:
                 .limit(limit)
             )
         ).all()
-    return [f"#{r.id} {r.name}: {r.status} ({r.created_at:%Y-%m-%d %H:%M})" for r in rows]
+        unfinished = await usage.unfinished_by_run(session, [r.id for r in rows])
+    return [
+        f"#{r.id} {r.name}: {r.status} ({r.created_at:%Y-%m-%d %H:%M})"
+        + usage.unfinished_note(unfinished.get(r.id, 0), running=r.status == "running")
+        for r in rows
+    ]
 
 
 async def sweep(core: Core) -> int:

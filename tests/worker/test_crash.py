@@ -17,9 +17,9 @@ from bot.app import Runtime
 from bot.config import Settings
 from bot.conversation import message_status
 from bot.messages import ConversationRef
-from bot.storage.models import Message, Outbox, WorkflowRun, WorkflowStep
+from bot.storage.models import LLMCall, Message, Outbox, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
-from tests.support import cli_env, delivered, say, serve
+from tests.support import cli_env, delivered, drain, say, serve
 from workflows import runs, store
 
 MESSAGES = 24
@@ -144,7 +144,12 @@ async def test_a_workflow_run_resumes_after_its_worker_is_killed(
         ]
 
         async def some_thinking() -> bool:
-            return len(await _steps(runtime, "think", "running")) >= 2
+            """Two runs are on their model call, and one of those calls has begun."""
+            async with runtime.core.sessions() as session:
+                calling = await session.scalar(
+                    select(func.count()).select_from(LLMCall).where(LLMCall.status == "started")
+                )
+            return bool(calling) and len(await _steps(runtime, "think", "running")) >= 2
 
         env = {"SWITCHBOARD_WORKFLOW_HTTP_ALLOW": '["127.0.0.0/8"]'}
         first = _worker(settings, **env)
@@ -193,6 +198,17 @@ async def test_a_workflow_run_resumes_after_its_worker_is_killed(
             ).all()
         )
     assert all(attempts[run_id] == 2 for run_id in interrupted)
+    # The model calls the kill cut off were recorded as they started, and are counted so.
+    async with runtime.core.sessions() as session:
+        cut_off = set(
+            await session.scalars(select(LLMCall.run_id).where(LLMCall.status == "started"))
+        )
+    assert cut_off and cut_off <= interrupted
+    listed = await runs.recent(runtime.core, RUNS)
+    for run_id in ids:
+        said = "; 1 call cut off" in await runs.describe(runtime.core, run_id)
+        (line,) = [line for line in listed if line.startswith(f"#{run_id} ")]
+        assert said == line.endswith("; 1 call cut off") == (run_id in cut_off), line
     shown = [out.text for ref in CHATS for out in await delivered(runtime, ref)]
     assert sorted(shown) == sorted(f"run {i}: echo: think about {i}" for i in range(RUNS))
 
@@ -251,3 +267,12 @@ async def test_a_message_that_kills_its_worker_is_set_aside_not_tried_forever(
     assert out.in_reply_to == received.message_id
     assert "set your message aside after 2 attempts" in out.text
     assert "stopped mid-way" in out.text and "/retry" in out.text
+
+    # The two calls cut off by the kills were recorded as they started.
+    async with runtime.core.sessions() as session:
+        calls = (await session.scalars(select(LLMCall.status))).all()
+    assert calls == ["started", "started"]
+    usage = await say(runtime, "/usage", ref=CHATS[0])
+    await drain(runtime)
+    (shown,) = [o for o in await delivered(runtime, CHATS[0]) if o.in_reply_to == usage.message_id]
+    assert "openai/fake-model: 0 calls, 2 calls cut off" in shown.text
