@@ -146,7 +146,7 @@ async def _converse(
     chat: LocalChat, message: str | None, attachments: tuple[Attachment, ...] = ()
 ) -> bool:
     if message is not None:
-        return await _one(chat, message, attachments)
+        return await _one(chat, message, attachments, follow_runs=True)
     read = await _line_reader()
     typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
     tail = asyncio.create_task(_show_unprompted(chat), name="switchboard-tail")
@@ -210,7 +210,13 @@ async def _show_unprompted(chat: LocalChat) -> None:
         typer.echo(f"\n{text}\nyou> ", nl=False)
 
 
-async def _one(chat: LocalChat, text: str, attachments: tuple[Attachment, ...] = ()) -> bool:
+async def _one(
+    chat: LocalChat,
+    text: str,
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    follow_runs: bool = False,
+) -> bool:
     from adapters.terminal import ReplyTimeout
 
     streamed: list[str] = []
@@ -221,7 +227,9 @@ async def _one(chat: LocalChat, text: str, attachments: tuple[Attachment, ...] =
         sys.stdout.flush()
 
     try:
-        outcome = await chat.say(text, on_delta=show, attachments=attachments)
+        outcome = await chat.say(
+            text, on_delta=show, attachments=attachments, follow_runs=follow_runs
+        )
     except ReplyTimeout as exc:
         typer.secho(
             f"error: {exc}. Is a worker running? See `switchboard worker`.",

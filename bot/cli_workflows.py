@@ -227,11 +227,10 @@ async def _start_and_wait(
     settings: Settings, name: str, pairs: list[str], wait: bool, timeout: float
 ) -> str:
     from bot.app import in_process_worker, open_runtime, worker_alive
-    from workflows import runs
     from workflows.inputs import parse_pairs
 
     async with open_runtime(settings) as runtime:
-        run_id, workflow = await runs.start(runtime.core, name, parse_pairs(pairs), trigger="shell")
+        run_id, workflow = await _start(runtime.core, name, parse_pairs(pairs))
         typer.echo(f"Started run #{run_id} of {workflow}.", err=True)
         if not wait:
             return "queued"
@@ -239,6 +238,23 @@ async def _start_and_wait(
             return await _report(runtime.core, run_id, timeout)
         async with in_process_worker(runtime):
             return await _report(runtime.core, run_id, timeout)
+
+
+async def _start(core: Any, name: str, given: dict[str, str]) -> tuple[int, str]:
+    """A shell run started; inputs it refuses end the command, saying how to give them."""
+    from workflows import runs
+    from workflows.errors import InputsRefused
+
+    try:
+        return await runs.start(core, name, given, trigger="shell")
+    except InputsRefused as exc:
+        typer.secho(f"error: {exc.text}", err=True, fg="red")
+        if exc.missing:
+            example = " ".join(f"-i {input_name}=…" for input_name in exc.missing)
+            typer.echo(
+                f"Give inputs with -i NAME=VALUE: switchboard run {name} {example}", err=True
+            )
+        raise typer.Exit(2) from exc
 
 
 async def _report(core: Any, run_id: int, timeout: float) -> str:
@@ -257,6 +273,8 @@ async def _report(core: Any, run_id: int, timeout: float) -> str:
         typer.secho(runs.failure_text(run), err=True, fg="red")
     elif run.status == "waiting":
         typer.echo(f"Run #{run_id} is waiting until {run.wait_until or 'it is approved'}.")
+    elif run.output is None:
+        typer.echo(f"Run #{run_id} finished with no output; `switchboard runs show {run_id}`.")
     else:
         output = run.output
         typer.echo(output if isinstance(output, str) else json.dumps(output, indent=2))

@@ -170,6 +170,16 @@ def failure_text(model: str, address: str, detail: str) -> str:
     )
 
 
+def run_goes_on(run_id: int, status: str, waited: float | None) -> str:
+    """Where a run stands when `switchboard chat` stops waiting for it."""
+    follow = f"follow it with `switchboard runs show {run_id}`"
+    if status == "cancelled":
+        return f"Run #{run_id} was cancelled."
+    if status == "waiting":
+        return f"Run #{run_id} is waiting (for an answer, an approval or a timer); {follow}."
+    return f"Run #{run_id} is still {status} after {waited or 0:g} s; {follow}."
+
+
 def cost(usd: float | None) -> str:
     """A cost as people read it; None is a model with no known price, never $0."""
     return "no price known" if usd is None else f"${usd:.4f}"

@@ -14,7 +14,14 @@ from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
-from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
+from bot.storage.models import (
+    ChannelAccount,
+    Message,
+    User,
+    Workflow,
+    WorkflowRun,
+    WorkflowStep,
+)
 from bot.turns import Reply, Turn
 from workflows import store
 from workflows.engine import Engine, run_folder
@@ -190,14 +197,50 @@ async def _announce(core: Core, run: RunState) -> None:
     if run.status == "failed":
         await _post(core, run, f"run:{run.id}:failed", failure_text(run))
         return
-    replied = any(
-        run.spec.nodes[n].type == "reply" and s.status == "succeeded"
-        for n, s in run.steps.items()
-        if n in run.spec.nodes
-    )
-    if run.status == "succeeded" and not replied:
+    if run.status == "succeeded" and not _nodes(run, "succeeded", ("reply",)):
         files = produced_files(run_folder(workspace_root(core), run.id))
         await _post(core, run, f"run:{run.id}:done", done_text(run), files)
+
+
+def last_message_key(run: RunState) -> str | None:
+    """The key of the last message a run that has stopped (ended, or parked waiting for a
+    person) sends to its conversation; None when it sends none (cancelled, or on a timer)."""
+    if run.status == "failed":
+        return f"run:{run.id}:failed"
+    if run.status == "succeeded":
+        replied = _nodes(run, "succeeded", ("reply",))
+        return f"run:{run.id}:{replied[-1] if replied else 'done'}"
+    asking = _nodes(run, "waiting", ("approval", "input")) if run.status == "waiting" else []
+    return f"run:{run.id}:{asking[-1]}" if asking else None
+
+
+def _nodes(run: RunState, status: str, types: tuple[str, ...]) -> list[str]:
+    """Nodes of these types whose step has this status, in the order they finished."""
+    found = [
+        step
+        for node_id, step in run.steps.items()
+        if step.status == status and node_id in run.spec.nodes
+        if run.spec.nodes[node_id].type in types
+    ]
+    found.sort(key=lambda step: step.finished_at.timestamp() if step.finished_at else 0.0)
+    return [step.node_id for step in found]
+
+
+async def started_by(core: Core, message_id: int) -> list[int]:
+    """The runs a message's command started, oldest first: those created in its conversation
+    while it was being answered (a conversation's turns are answered one at a time)."""
+    async with core.sessions() as session:
+        found = await session.scalars(
+            select(WorkflowRun.id)
+            .join(Message, Message.conversation_id == WorkflowRun.conversation_id)
+            .where(
+                Message.id == message_id,
+                WorkflowRun.trigger == "command",
+                WorkflowRun.created_at.between(Message.created_at, Message.handled_at),
+            )
+            .order_by(WorkflowRun.id)
+        )
+        return list(found)
 
 
 def produced_files(workspace: Path) -> tuple[Attachment, ...]:
