@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from bot import cli_messages, cli_tools, cli_workflows
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 from bot.config import Settings
 
 if TYPE_CHECKING:
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(
+app = Typer(
     help="Switchboard: AI personas in the chats you already use.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 cli_workflows.register(app)
 cli_tools.register(app)
@@ -42,8 +42,12 @@ def main() -> None:
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Address for the web chat.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port for the web chat.")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Address for the web chat.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", min=1, max=65535, help="Port for the web chat.")
+    ] = None,
 ) -> None:
     """Start Switchboard: services, web chat and a worker, until Ctrl+C."""
     from bot.app import run_up
@@ -80,15 +84,20 @@ def worker(
 @app.command()
 def chat(
     message: Annotated[
-        str | None, typer.Option("--message", "-m", help="Send one message, print the reply, exit.")
+        str | None,
+        typer.Option(
+            "--message", "-m", metavar="TEXT", help="Send one message, print the reply, exit."
+        ),
     ] = None,
     persona: Annotated[
-        str | None, typer.Option("--persona", "-p", help="Talk to this persona.")
+        str | None, typer.Option("--persona", "-p", metavar="NAME", help="Talk to this persona.")
     ] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh conversation context.")] = False,
     file: Annotated[
         list[Path] | None,
-        typer.Option("--file", "-f", help="Attach a file to the --message (repeatable)."),
+        typer.Option(
+            "--file", "-f", metavar="FILE", help="Attach a file to the --message (repeatable)."
+        ),
     ] = None,
 ) -> None:
     """Chat in the terminal (works with or without `switchboard up` running)."""

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 
-messages_app = typer.Typer(help="Messages that could not be answered.", no_args_is_help=True)
+messages_app = Typer(help="Messages that could not be answered.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from bot import replies
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 from bot.config import Settings
 
-workflows_app = typer.Typer(help="Stored workflows: validate, import, export, versions.")
-runs_app = typer.Typer(help="Workflow runs.")
-templates_app = typer.Typer(help="Ready workflows to install.")
-secrets_app = typer.Typer(help="Credentials, stored encrypted (for workflow http nodes).")
+workflows_app = Typer(help="Stored workflows: validate, import, export, versions.")
+runs_app = Typer(help="Workflow runs.")
+templates_app = Typer(help="Ready workflows to install.")
+secrets_app = Typer(help="Credentials, stored encrypted (for workflow http nodes).")
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def _quiet() -> Settings:
 
 
 @workflows_app.command("validate")
-def validate(files: list[Path]) -> None:
+def validate(files: Annotated[list[Path], typer.Argument(metavar="FILE")]) -> None:
     """Check workflow files without saving them (exit 1 if any has a problem)."""
     from workflows.validate import validate_file
 
@@ -53,7 +53,7 @@ def validate(files: list[Path]) -> None:
 
 
 @workflows_app.command("import")
-def import_(files: list[Path]) -> None:
+def import_(files: Annotated[list[Path], typer.Argument(metavar="FILE")]) -> None:
     """Save workflow files (YAML or JSON) as new versions: all of them, or none."""
     from workflows import store
 
@@ -144,7 +144,7 @@ def diff(name: str, old: int, new: int) -> None:
 
 
 @workflows_app.command("plan")
-def plan(target: str) -> None:
+def plan(target: Annotated[str, typer.Argument(metavar="FILE_OR_TEMPLATE")]) -> None:
     """Dry run: the order a file's (or template's) nodes would run in, without running them."""
     from workflows.testing import plan as waves
 
@@ -162,7 +162,7 @@ def _node_line(spec: Any, node_id: str) -> str:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def test(target: str) -> None:
+def test(target: Annotated[str, typer.Argument(metavar="FILE_OR_TEMPLATE")]) -> None:
     """Run a workflow's `tests:` with mocked node outputs (no model, no network)."""
     from workflows.testing import run_tests
 
@@ -212,10 +212,11 @@ def _read(path: Path) -> str:
 def run(
     name: str,
     input_: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="An input as key=value.")
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="An input (repeatable)."),
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the run to end.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600.0,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait.")] = 600.0,
 ) -> None:
     """Start a workflow run; print its output when it ends (exit 1 if it fails)."""
     settings = _quiet()
@@ -282,7 +283,9 @@ async def _report(core: Any, run_id: int, timeout: float) -> str:
 
 
 @runs_app.command("list")
-def runs_list(limit: int = 20) -> None:
+def runs_list(
+    limit: Annotated[int, typer.Option(metavar="N", help="How many, newest first.")] = 20,
+) -> None:
     """The latest runs."""
     settings = _quiet()
 
@@ -298,7 +301,7 @@ def runs_list(limit: int = 20) -> None:
 
 
 @runs_app.command("show")
-def runs_show(run_id: int) -> None:
+def runs_show(run_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """One run: every node's status, input, output, tokens, cost and timing."""
     settings = _quiet()
 

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     default_persona: str = "assistant"
 
     web_host: str = "127.0.0.1"
-    web_port: int = 8765
+    web_port: int = Field(default=8765, ge=1, le=65535)
 
     db_pool_size: int = 20
     queue_name: str = "switchboard:queue"
