@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import column, delete, literal_column, select, table, update
+from sqlalchemy import column, delete, func, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import locks, outbox, replies, usage
@@ -25,8 +25,10 @@ from bot.storage.models import (
 from bot.turns import Reply, Turn
 from workflows import store
 from workflows.engine import Engine, run_folder
-from workflows.errors import WorkflowError
+from workflows.errors import NodeFailed, WorkflowError
 from workflows.inputs import resolve
+from workflows.nodes.base import Child, NodeResult
+from workflows.nodes.compose import child_failed
 from workflows.nodes.files import read_attachment
 from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
@@ -135,6 +137,9 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         if channel is not None and run.ref is not None:
             await channel.status(run.ref, f"run:{run.id}", text)
 
+    async def subflow(run: RunState, node_id: str, child: Child) -> NodeResult:
+        return await start_child(core, run, node_id, child)
+
     return Engine(
         core,
         kept or store.PostgresRunStore(core.autocommit),
@@ -142,6 +147,7 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         wake,
         workspace_root(core),
         progress=progress,
+        subflow=subflow,
     )
 
 
@@ -164,8 +170,12 @@ async def advance(core: Core, run_id: int) -> RunState:
             await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=job_id, defer_until=when)
             return await kept.load(run_id)
         run = await engine(core, kept).proceed(claimed)
-    if run.status in FINAL_RUN:
+    if run.status in FINAL_RUN and run.parent_run_id is not None:
+        await _hand_back(core, run.id)  # a sub-workflow: its parent takes the result
+    elif run.status in FINAL_RUN:
         await _announce(core, run)
+    elif run.status == "waiting":
+        await _collect(core, run)
     return run
 
 
@@ -282,6 +292,11 @@ async def cancel(core: Core, run_id: int) -> str:
         if row.status in FINAL_RUN:
             return f"Run #{run_id} already {row.status}."
         row.status = "cancelled"
+        await session.execute(  # and the sub-workflows it waits for
+            update(WorkflowRun)
+            .where(WorkflowRun.parent_run_id == run_id, WorkflowRun.status.not_in(FINAL_RUN))
+            .values(status="cancelled")
+        )
     return f"Cancelled run #{run_id}. Nodes already running finish; nothing after them starts."
 
 
@@ -365,6 +380,18 @@ async def recent(core: Core, limit: int = 10) -> list[str]:
     ]
 
 
+# A sub-workflow's run that ended while its parent still waits for it: the hand-back was lost.
+_PARENT_WAITS = (
+    select(WorkflowStep.id)
+    .where(
+        WorkflowStep.run_id == WorkflowRun.parent_run_id,
+        WorkflowStep.node_id == WorkflowRun.parent_node,
+        WorkflowStep.status == "waiting",
+    )
+    .exists()
+)
+
+
 async def sweep(core: Core) -> int:
     """Queue runs whose job was lost, and waiting runs whose timer is due. A run a worker is
     advancing right now (it holds the run's lock) is left alone."""
@@ -391,6 +418,11 @@ async def sweep(core: Core) -> int:
                     | (
                         (WorkflowRun.status == "waiting")
                         & (WorkflowRun.wait_until < datetime.now(UTC))
+                    )
+                    | (
+                        WorkflowRun.status.in_(FINAL_RUN)
+                        & (WorkflowRun.finished_at < stale)
+                        & _PARENT_WAITS
                     )
                 ),
             )
@@ -456,9 +488,12 @@ async def _waiting_step(
     )
 
 
-async def _settle(session: AsyncSession, step: WorkflowStep, output: dict[str, Any]) -> None:
-    step.output = output
-    step.status, step.finished_at = "succeeded", datetime.now(UTC)
+async def _settle(
+    session: AsyncSession, step: WorkflowStep, output: Any, *, error: str | None = None
+) -> None:
+    """The waiting step is done (failed, with ``error``), and its run goes on."""
+    step.output, step.error = output, error
+    step.status, step.finished_at = "failed" if error else "succeeded", datetime.now(UTC)
     await session.execute(
         update(WorkflowRun).where(WorkflowRun.id == step.run_id).values(status="running")
     )
@@ -468,4 +503,122 @@ async def _resume(core: Core, step: WorkflowStep) -> None:
     """After the commit: a job that continues the run past the settled step."""
     await core.queue.enqueue(
         RUN_WORKFLOW, step.run_id, job_id=f"{run_job_id(step.run_id)}:step{step.id}"
+    )
+
+
+# --- sub-workflows -------------------------------------------------------------------------
+
+
+async def start_child(core: Core, parent: RunState, node_id: str, child: Child) -> NodeResult:
+    """A `workflow` node's child: a run of its own, linked to the node, which the node waits
+    for (its run parks, releasing the worker, until the child ends). The node run again
+    (after a crash, or by /run retry) finds the child it started: it waits for it, takes its
+    output, or resumes it from its failed node."""
+    async with core.sessions() as session:
+        found = await session.scalar(
+            select(WorkflowRun).where(
+                WorkflowRun.parent_run_id == parent.id, WorkflowRun.parent_node == node_id
+            )
+        )
+        started_by = await session.scalar(
+            select(WorkflowRun.started_by).where(WorkflowRun.id == parent.id)
+        )
+    if found is None:
+        return await _new_child(core, parent, node_id, child, started_by)
+    if found.status == "succeeded":
+        return _child_result(found)
+    if found.status == "cancelled":
+        raise NodeFailed(child_failed(child.current.name, "was cancelled", None, None))
+    if found.status == "failed":
+        await retry(core, found.id)
+    return _waiting_for(found.id)
+
+
+async def _new_child(
+    core: Core, parent: RunState, node_id: str, child: Child, started_by: int | None
+) -> NodeResult:
+    child_id = await store.create_run(
+        core.autocommit,
+        child.current,
+        inputs=child.inputs,
+        trigger="workflow",
+        ref=parent.ref,
+        conversation_id=parent.conversation_id,
+        user_id=started_by,
+        parent=(parent.id, node_id),
+        depth=child.depth,
+    )
+    if child_id is None:
+        name = child.current.name
+        raise NodeFailed(f"the workflow '{name}' changed as its run started", retryable=True)
+    await queue_run(core, child_id)
+    return _waiting_for(child_id)
+
+
+def _waiting_for(child_id: int) -> NodeResult:
+    return NodeResult(output={"kind": "workflow", "run_id": child_id}, waiting_for="workflow")
+
+
+def _child_result(child: WorkflowRun) -> NodeResult:
+    return NodeResult(
+        output=child.output,
+        prompt_tokens=child.prompt_tokens,
+        completion_tokens=child.completion_tokens,
+        cost_usd=child.cost_usd,
+    )
+
+
+async def _collect(core: Core, run: RunState) -> None:
+    """A run that has just parked takes the result of any child that ended before it did."""
+    for step in run.steps.values():
+        output = step.output if step.status == "waiting" else None
+        if isinstance(output, dict) and output.get("kind") == "workflow":
+            await _hand_back(core, int(output["run_id"]))
+
+
+async def _hand_back(core: Core, child_id: int) -> None:
+    """A child run has ended: the parent parked on the node that waits for it takes its
+    output (or fails with its error) and goes on. A parent not parked yet looks for itself
+    as it parks (_collect), so between the two the result is never missed."""
+    async with core.sessions.begin() as session:
+        found = (
+            await session.execute(
+                select(WorkflowRun, Workflow.name)
+                .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .where(WorkflowRun.id == child_id, WorkflowRun.status.in_(FINAL_RUN))
+            )
+        ).one_or_none()
+        if found is None or found.WorkflowRun.parent_run_id is None:
+            return
+        child, name = found.WorkflowRun, found.name
+        at = (WorkflowStep.run_id == child.parent_run_id) & (
+            WorkflowStep.node_id == child.parent_node
+        )
+        step = await _waiting_step(session, "workflow", at, skip_locked=False)
+        if step is None:
+            return  # not parked yet, or taken before
+        if child.status != "succeeded":
+            error = child_failed(name, child.status, child.failed_node, child.error)
+            await _settle(session, step, step.output, error=error)
+        else:
+            await _settle(session, step, child.output)
+            await _add_usage(session, step, child)
+    await _resume(core, step)
+
+
+async def _add_usage(session: AsyncSession, step: WorkflowStep, child: WorkflowRun) -> None:
+    """The child's tokens and cost: its parent node's, and so its parent run's."""
+    step.prompt_tokens, step.completion_tokens = child.prompt_tokens, child.completion_tokens
+    step.cost_usd = child.cost_usd
+    cost: Any = WorkflowRun.cost_usd
+    if child.cost_usd is not None:
+        cost = func.coalesce(WorkflowRun.cost_usd, 0.0) + child.cost_usd
+    await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == step.run_id)
+        .values(
+            prompt_tokens=WorkflowRun.prompt_tokens + child.prompt_tokens,
+            completion_tokens=WorkflowRun.completion_tokens + child.completion_tokens,
+            cost_usd=cost,
+        )
     )

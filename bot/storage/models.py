@@ -258,6 +258,7 @@ class WorkflowRun(Base):
         ForeignKey("workflow_runs.id", ondelete="CASCADE")
     )
     parent_node: Mapped[str | None] = mapped_column(String(128))
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # parents above
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

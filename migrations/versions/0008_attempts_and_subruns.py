@@ -28,6 +28,9 @@ def upgrade() -> None:
     )
     op.add_column("workflow_runs", sa.Column("parent_run_id", sa.BigInteger(), nullable=True))
     op.add_column("workflow_runs", sa.Column("parent_node", sa.String(length=128), nullable=True))
+    op.add_column(
+        "workflow_runs", sa.Column("depth", sa.Integer(), server_default="0", nullable=False)
+    )
     op.create_foreign_key(
         op.f("fk_workflow_runs_parent_run_id_workflow_runs"),
         "workflow_runs",
@@ -51,6 +54,7 @@ def downgrade() -> None:
     op.drop_constraint(
         op.f("fk_workflow_runs_parent_run_id_workflow_runs"), "workflow_runs", type_="foreignkey"
     )
+    op.drop_column("workflow_runs", "depth")
     op.drop_column("workflow_runs", "parent_node")
     op.drop_column("workflow_runs", "parent_run_id")
     op.drop_index("ix_messages_failed", table_name="messages")

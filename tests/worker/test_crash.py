@@ -276,3 +276,73 @@ async def test_a_message_that_kills_its_worker_is_set_aside_not_tried_forever(
     await drain(runtime)
     (shown,) = [o for o in await delivered(runtime, CHATS[0]) if o.in_reply_to == usage.message_id]
     assert "openai/fake-model: 0 calls, 2 calls cut off" in shown.text
+
+
+CHILD = """
+name: twostep
+nodes:
+  first:  {type: llm, prompt: "one"}
+  second: {type: llm, needs: [first], prompt: "two after {{ first }}"}
+output: "{{ second }}"
+"""
+PARENT = """
+name: parent
+nodes:
+  child: {type: workflow, workflow: twostep}
+  post:  {type: reply, needs: [child], text: "got {{ child }}"}
+"""
+
+
+async def test_a_sub_workflow_resumes_after_its_last_finished_node(
+    runtime: Runtime, settings: Settings, llm: FakeLLM
+) -> None:
+    """The worker dies while a child run is on its second node: the child, a run of its own,
+    resumes there (its first node's answer is kept, not asked again) and the parent ends."""
+    llm.latency = 0.5
+    async with runtime.core.sessions.begin() as session:
+        await store.save(session, CHILD, origin="test")
+        await store.save(session, PARENT, origin="test")
+    parent_id, _ = await runs.start(runtime.core, "parent", {}, trigger="shell", ref=CHATS[0])
+
+    async def on_second() -> bool:
+        asking = [r["messages"][-1]["content"] for r in llm.requests]
+        return any(text.startswith("two after") for text in asking)
+
+    first = _worker(settings)
+    try:
+        await _wait_for(on_second, 60)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    async def parent_done() -> bool:
+        return (await runs.describe(runtime.core, parent_id)).split("\n")[0].endswith("succeeded")
+
+    second = _worker(settings)
+    try:
+        await _wait_for(parent_done, 60)
+        await _wait_for(lambda: _replies_shown(runtime, 1), 30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+
+    asked = [r["messages"][-1]["content"] for r in llm.requests]
+    assert asked.count("one") == 1  # the child's first node was not run again
+    assert asked.count("two after echo: one") == 2  # cut off once, then answered
+    async with runtime.core.sessions() as session:
+        child = await session.scalar(
+            select(WorkflowRun).where(WorkflowRun.parent_run_id == parent_id)
+        )
+        assert child is not None and child.status == "succeeded"
+        attempts = dict(
+            (
+                await session.execute(
+                    select(WorkflowStep.node_id, WorkflowStep.attempts).where(
+                        WorkflowStep.run_id == child.id
+                    )
+                )
+            ).all()
+        )
+    assert attempts == {"first": 1, "second": 2}
+    (shown,) = await delivered(runtime, CHATS[0])
+    assert shown.text == "got echo: two after echo: one"
