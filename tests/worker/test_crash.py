@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from bot.messages import ConversationRef
 from bot.storage.models import LLMCall, Message, Outbox, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
 from tests.support import cli_env, delivered, drain, say, serve
+from tests.workflows.test_compose import PARENT, TWO_STEPS
 from workflows import runs, store
 
 MESSAGES = 24
@@ -37,6 +39,30 @@ def _worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "worker"], env=env, cwd=Path(__file__).parents[2]
     )
+
+
+async def _kill_when(settings: Settings, ready: Check, **extra: str) -> None:
+    """Start a worker and SIGKILL it as soon as ``ready`` says so."""
+    worker = _worker(settings, **extra)
+    try:
+        await _wait_for(ready, 60)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+
+async def _run_until(settings: Settings, *done: Check, **extra: str) -> None:
+    """Start a worker, and stop it (SIGTERM) once each of ``done`` says so in turn."""
+    worker = _worker(settings, **extra)
+    try:
+        for check in done:
+            await _wait_for(check, 60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+
+Check = Callable[[], Awaitable[bool]]
 
 
 async def _wait_for(check: object, timeout: float) -> None:
@@ -63,12 +89,7 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     async def some_delivered() -> bool:
         return len(await _shown(runtime)) >= 4
 
-    first = _worker(settings)
-    try:
-        await _wait_for(some_delivered, 60)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    await _kill_when(settings, some_delivered)
     assert len(await _shown(runtime)) < MESSAGES, "the worker finished before it was killed"
 
     async def all_sent() -> bool:
@@ -81,12 +102,7 @@ async def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
             )
         return pending == 0 and answered == MESSAGES
 
-    second = _worker(settings)
-    try:
-        await _wait_for(all_sent, 60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+    await _run_until(settings, all_sent)
 
     async with runtime.core.sessions() as session:
         replies = (
@@ -152,12 +168,7 @@ async def test_a_workflow_run_resumes_after_its_worker_is_killed(
             return bool(calling) and len(await _steps(runtime, "think", "running")) >= 2
 
         env = {"SWITCHBOARD_WORKFLOW_HTTP_ALLOW": '["127.0.0.0/8"]'}
-        first = _worker(settings, **env)
-        try:
-            await _wait_for(some_thinking, 60)
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
+        await _kill_when(settings, some_thinking, **env)
         notified = await _steps(runtime, "notify", "succeeded")
         interrupted = await _steps(runtime, "think", "running")
         posts_before = list(keys)
@@ -171,13 +182,7 @@ async def test_a_workflow_run_resumes_after_its_worker_is_killed(
                 )
             return done == RUNS
 
-        second = _worker(settings, **env)
-        try:
-            await _wait_for(all_done, 60)
-            await _wait_for(lambda: _replies_shown(runtime, RUNS), 30)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(30)
+        await _run_until(settings, all_done, lambda: _replies_shown(runtime, RUNS), **env)
 
     assert interrupted, "no run was cut off mid-way"
     key_of = {run_id: f"switchboard-run-{run_id}-" for run_id in ids}
@@ -241,23 +246,12 @@ async def test_a_message_that_kills_its_worker_is_set_aside_not_tried_forever(
         async def asked(times: int = attempt) -> bool:
             return len(llm.requests) >= times
 
-        worker = _worker(settings, **limit)
-        try:
-            await _wait_for(asked, 60)
-        finally:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
+        await _kill_when(settings, asked, **limit)
 
     async def settled() -> bool:
         return await message_status(runtime.core, received.message_id) != "received"
 
-    last = _worker(settings, **limit)
-    try:
-        await _wait_for(settled, 60)
-        await _wait_for(lambda: _replies_shown(runtime, 1), 30)
-    finally:
-        last.send_signal(signal.SIGTERM)
-        last.wait(30)
+    await _run_until(settings, settled, lambda: _replies_shown(runtime, 1), **limit)
 
     assert len(llm.requests) == 2
     async with runtime.core.sessions() as session:
@@ -278,21 +272,6 @@ async def test_a_message_that_kills_its_worker_is_set_aside_not_tried_forever(
     assert "openai/fake-model: 0 calls, 2 calls cut off" in shown.text
 
 
-CHILD = """
-name: twostep
-nodes:
-  first:  {type: llm, prompt: "one"}
-  second: {type: llm, needs: [first], prompt: "two after {{ first }}"}
-output: "{{ second }}"
-"""
-PARENT = """
-name: parent
-nodes:
-  child: {type: workflow, workflow: twostep}
-  post:  {type: reply, needs: [child], text: "got {{ child }}"}
-"""
-
-
 async def test_a_sub_workflow_resumes_after_its_last_finished_node(
     runtime: Runtime, settings: Settings, llm: FakeLLM
 ) -> None:
@@ -300,7 +279,7 @@ async def test_a_sub_workflow_resumes_after_its_last_finished_node(
     resumes there (its first node's answer is kept, not asked again) and the parent ends."""
     llm.latency = 0.5
     async with runtime.core.sessions.begin() as session:
-        await store.save(session, CHILD, origin="test")
+        await store.save(session, TWO_STEPS, origin="test")
         await store.save(session, PARENT, origin="test")
     parent_id, _ = await runs.start(runtime.core, "parent", {}, trigger="shell", ref=CHATS[0])
 
@@ -308,23 +287,12 @@ async def test_a_sub_workflow_resumes_after_its_last_finished_node(
         asking = [r["messages"][-1]["content"] for r in llm.requests]
         return any(text.startswith("two after") for text in asking)
 
-    first = _worker(settings)
-    try:
-        await _wait_for(on_second, 60)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    await _kill_when(settings, on_second)
 
     async def parent_done() -> bool:
         return (await runs.describe(runtime.core, parent_id)).split("\n")[0].endswith("succeeded")
 
-    second = _worker(settings)
-    try:
-        await _wait_for(parent_done, 60)
-        await _wait_for(lambda: _replies_shown(runtime, 1), 30)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+    await _run_until(settings, parent_done, lambda: _replies_shown(runtime, 1))
 
     asked = [r["messages"][-1]["content"] for r in llm.requests]
     assert asked.count("one") == 1  # the child's first node was not run again

@@ -89,6 +89,12 @@ nodes:
 """
 
 
+async def _saved(runtime: Runtime, *sources: str) -> None:
+    async with runtime.core.sessions.begin() as session:
+        for source in sources:
+            await store.save(session, source, origin="test")
+
+
 async def _runs(runtime: Runtime) -> list[WorkflowRun]:
     async with runtime.core.sessions() as session:
         return list(await session.scalars(select(WorkflowRun).order_by(WorkflowRun.id)))
@@ -108,9 +114,7 @@ async def _step(runtime: Runtime, run_id: int, node_id: str) -> WorkflowStep:
 async def test_a_sub_workflow_is_a_run_of_its_own_that_its_node_waits_for(
     runtime: Runtime, llm: FakeLLM
 ) -> None:
-    async with runtime.core.sessions.begin() as session:
-        await store.save(session, TWO_STEPS, origin="test")
-        await store.save(session, PARENT, origin="test")
+    await _saved(runtime, TWO_STEPS, PARENT)
     await say(runtime, "/parent")
     await drain(runtime)
 
@@ -129,9 +133,7 @@ async def test_a_sub_workflow_is_a_run_of_its_own_that_its_node_waits_for(
 async def test_a_failed_child_fails_its_parent_and_a_retry_resumes_the_child(
     runtime: Runtime, llm: FakeLLM
 ) -> None:
-    async with runtime.core.sessions.begin() as session:
-        await store.save(session, TWO_STEPS, origin="test")
-        await store.save(session, PARENT, origin="test")
+    await _saved(runtime, TWO_STEPS, PARENT)
     llm.script("first answer", FakeLLM.error(400, "the model refused on purpose"))
     await say(runtime, "/parent")
     await drain(runtime)
