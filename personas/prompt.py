@@ -15,12 +15,22 @@ Counter = Callable[[Sequence[dict[str, Any]]], int]
 
 
 def build(
-    system_prompt: str, history: Sequence[Message], current: str, budget: int, count: Counter
+    system_prompt: str,
+    history: Sequence[Message],
+    current: str,
+    budget: int,
+    count: Counter,
+    attached: str = "",
 ) -> list[dict[str, Any]]:
-    """Newest history first until ``budget`` tokens are spent; the current message always goes."""
+    """Newest history first until ``budget`` tokens are spent; the current message always
+    goes, followed by ``attached`` (the files sent with it, within a budget of their own)."""
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
     tail = [{"role": "user", "content": current}]
     remaining = budget - count(head + tail)
+    if attached:
+        tail = [
+            {"role": "user", "content": "\n\n".join(p for p in (current, attached) if p.strip())}
+        ]
     kept: list[dict[str, Any]] = []
     for message in reversed(history):
         entry = {

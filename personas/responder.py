@@ -33,9 +33,9 @@ class PersonaResponder:
             return core.llm.count_tokens(msgs, model)
 
         attached = await _attached(core, turn, count)
-        current = "\n\n".join(part for part in (turn.text, attached.text) if part.strip())
+        budget = core.settings.history_token_budget
         messages = prompt.build(
-            persona.system_prompt, history, current, core.settings.history_token_budget, count
+            persona.system_prompt, history, turn.text, budget, count, attached.text
         )
         caller = ToolContext(
             core=core,

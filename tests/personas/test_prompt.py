@@ -55,3 +55,10 @@ def test_files_share_one_budget_in_order() -> None:
     assert given.cut == (("b.txt", len("four"), len("four five six")),)
     assert "[b.txt is cut here: only its first 4 of 13 characters fit" in given.text
     assert given.text.endswith("[Also attached, but not text, so not included: c.png (image/png)]")
+
+
+def test_files_sent_with_the_message_do_not_push_the_history_out() -> None:
+    past = history("a b", "c d")
+    sent = build("sys", past, "now", 1 + 2 + 2 + 1, words, attached="--- f.txt ---\nx y z w")
+
+    assert [m["content"] for m in sent] == ["sys", "a b", "c d", "now\n\n--- f.txt ---\nx y z w"]
