@@ -22,7 +22,7 @@ from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
 from bot.errors import ServiceUnavailable
-from bot.messages import Attachment
+from bot.messages import Attachment, OutgoingMessage
 from bot.queue import ArqQueue, connect
 from bot.router import CommandRegistry
 from bot.storage import db
@@ -386,6 +386,12 @@ class ChatOutcome:
     ok: bool
     saved: tuple[str, ...] = ()
 
+    def then(self, later: ChatOutcome) -> ChatOutcome:
+        """This outcome followed by a later one (a run's result after its start)."""
+        return ChatOutcome(
+            f"{self.text}\n{later.text}", self.ok and later.ok, self.saved + later.saved
+        )
+
 
 class LocalChat:
     """`switchboard chat`: the terminal channel, joined to a worker (someone else's or ours)."""
@@ -421,17 +427,63 @@ class LocalChat:
         text: str,
         on_delta: DeltaPrinter | None = None,
         attachments: tuple[Attachment, ...] = (),
+        *,
+        follow_runs: bool = False,
     ) -> ChatOutcome:
+        """Send ``text`` and wait for its reply; with ``follow_runs``, also for the result of
+        each workflow run it started (until the reply timeout)."""
         from bot.conversation import message_status, receive
+        from workflows.runs import started_by
 
         after = await self.terminal.mark()
         received = await receive(self.core, self.terminal.incoming(text, attachments))
         reply = await self.terminal.wait_reply(
             received.message_id, after, self.core.settings.reply_timeout, on_delta
         )
-        saved = tuple(self._save(a.filename, a.data) for a in reply.attachments if a.data)
         status = await message_status(self.core, received.message_id)
-        return ChatOutcome(reply.text, status != "failed", saved)
+        outcome = ChatOutcome(reply.text, status != "failed", self._kept(reply))
+        for run_id in await started_by(self.core, received.message_id) if follow_runs else []:
+            outcome = outcome.then(await self._follow(run_id, after))
+        return outcome
+
+    async def _follow(self, run_id: int, after: str) -> ChatOutcome:
+        """The messages run ``run_id`` sends here, until it stops (ends, or waits for
+        someone) and its last message has come, or the reply timeout passes."""
+        from workflows.runs import last_message_key
+        from workflows.store import PostgresRunStore
+
+        runs, prefix = PostgresRunStore(self.core.autocommit), f"run:{run_id}:"
+        deadline = time.monotonic() + self.core.settings.reply_timeout
+        shown: list[OutgoingMessage] = []
+        while True:
+            run = await runs.load(run_id)
+            stopped = run.status not in ("queued", "running")
+            for entry in await self.terminal.stream.read(self.terminal.user, after, 200):
+                after = entry.entry_id
+                if entry.out is not None and entry.out.idempotency_key.startswith(prefix):
+                    shown.append(entry.out)
+            last = last_message_key(run) if stopped else None
+            if stopped and (last is None or last in {out.idempotency_key for out in shown}):
+                return self._run_outcome(run_id, run.status, shown, None)
+            if time.monotonic() > deadline:
+                waited = self.core.settings.reply_timeout
+                return self._run_outcome(run_id, run.status, shown, waited)
+
+    def _run_outcome(
+        self, run_id: int, status: str, shown: list[OutgoingMessage], waited: float | None
+    ) -> ChatOutcome:
+        from bot import replies
+
+        texts = [out.text for out in shown]
+        if waited is not None or status in ("waiting", "cancelled"):
+            texts.append(replies.run_goes_on(run_id, status, waited))
+        saved = tuple(path for out in shown for path in self._kept(out))
+        ok = waited is None and status in ("succeeded", "waiting")
+        return ChatOutcome("\n".join(texts), ok, saved)
+
+    def _kept(self, out: OutgoingMessage) -> tuple[str, ...]:
+        """The files a message carries, saved in the chat's folder."""
+        return tuple(self._save(a.filename, a.data) for a in out.attachments if a.data)
 
     async def unprompted(self) -> AsyncIterator[str]:
         """Replies that answer no message of ours (workflow posts) and status lines."""

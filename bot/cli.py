@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bot import cli_tools, cli_users, cli_workflows
-from bot.cli_support import run_async, settings_for
+from bot import cli_messages, cli_tools, cli_users, cli_workflows
+from bot.cli_support import Typer, run_async, settings_for
 from bot.config import Settings
 
 if TYPE_CHECKING:
@@ -23,17 +23,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(
+app = Typer(
     help="Switchboard: AI personas in the chats you already use.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 cli_workflows.register(app)
 cli_tools.register(app)
 cli_users.register(app)
+cli_messages.register(app)
 
 
 def main() -> None:
@@ -42,8 +43,12 @@ def main() -> None:
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Address for the web chat.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port for the web chat.")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Address for the web chat.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", min=1, max=65535, help="Port for the web chat.")
+    ] = None,
 ) -> None:
     """Start Switchboard: services, web chat and a worker, until Ctrl+C."""
     from bot.app import run_up
@@ -80,15 +85,20 @@ def worker(
 @app.command()
 def chat(
     message: Annotated[
-        str | None, typer.Option("--message", "-m", help="Send one message, print the reply, exit.")
+        str | None,
+        typer.Option(
+            "--message", "-m", metavar="TEXT", help="Send one message, print the reply, exit."
+        ),
     ] = None,
     persona: Annotated[
-        str | None, typer.Option("--persona", "-p", help="Talk to this persona.")
+        str | None, typer.Option("--persona", "-p", metavar="NAME", help="Talk to this persona.")
     ] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a fresh conversation context.")] = False,
     file: Annotated[
         list[Path] | None,
-        typer.Option("--file", "-f", help="Attach a file to the --message (repeatable)."),
+        typer.Option(
+            "--file", "-f", metavar="FILE", help="Attach a file to the --message (repeatable)."
+        ),
     ] = None,
 ) -> None:
     """Chat in the terminal (works with or without `switchboard up` running)."""
@@ -146,7 +156,7 @@ async def _converse(
     chat: LocalChat, message: str | None, attachments: tuple[Attachment, ...] = ()
 ) -> bool:
     if message is not None:
-        return await _one(chat, message, attachments)
+        return await _one(chat, message, attachments, follow_runs=True)
     read = await _line_reader()
     typer.echo("Switchboard chat. /help for commands, Ctrl+D to leave.")
     tail = asyncio.create_task(_show_unprompted(chat), name="switchboard-tail")
@@ -210,7 +220,13 @@ async def _show_unprompted(chat: LocalChat) -> None:
         typer.echo(f"\n{text}\nyou> ", nl=False)
 
 
-async def _one(chat: LocalChat, text: str, attachments: tuple[Attachment, ...] = ()) -> bool:
+async def _one(
+    chat: LocalChat,
+    text: str,
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    follow_runs: bool = False,
+) -> bool:
     from adapters.terminal import ReplyTimeout
 
     streamed: list[str] = []
@@ -221,7 +237,9 @@ async def _one(chat: LocalChat, text: str, attachments: tuple[Attachment, ...] =
         sys.stdout.flush()
 
     try:
-        outcome = await chat.say(text, on_delta=show, attachments=attachments)
+        outcome = await chat.say(
+            text, on_delta=show, attachments=attachments, follow_runs=follow_runs
+        )
     except ReplyTimeout as exc:
         typer.secho(
             f"error: {exc}. Is a worker running? See `switchboard worker`.",

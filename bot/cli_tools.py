@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 
-tools_app = typer.Typer(help="Tools personas and workflows can call.", no_args_is_help=True)
+tools_app = Typer(help="Tools personas and workflows can call.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def tools_list() -> None:
 
 
 @tools_app.command("show")
-def tools_show(name: str) -> None:
+def tools_show(name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
     """A tool's arguments, as a workflow's tool node or a persona passes them."""
     from bot.tools import ToolError, catalog
 
@@ -49,13 +49,17 @@ def tools_show(name: str) -> None:
 
 
 def audit(
-    limit: Annotated[int, typer.Option(help="How many events, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many events, newest first.")] = 50,
     tool: Annotated[
-        str | None, typer.Option(help="Only calls of this tool (or 'GET https://…' requests).")
+        str | None,
+        typer.Option(metavar="NAME", help="Only calls of this tool (or 'GET https://…' requests)."),
     ] = None,
-    run: Annotated[int | None, typer.Option(help="Only calls made by this workflow run.")] = None,
+    run: Annotated[
+        int | None, typer.Option(metavar="ID", help="Only calls made by this workflow run.")
+    ] = None,
     action: Annotated[
-        str | None, typer.Option(help="Only this kind of event: refused, approved, …")
+        str | None,
+        typer.Option(metavar="KIND", help="Only this kind of event: refused, approved, …"),
     ] = None,
 ) -> None:
     """The audit log: every tool call and workflow request, every refusal and approval, who

@@ -11,13 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from bot import replies
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 from bot.config import Settings
 
-workflows_app = typer.Typer(help="Stored workflows: validate, import, export, versions.")
-runs_app = typer.Typer(help="Workflow runs.")
-templates_app = typer.Typer(help="Ready workflows to install.")
-secrets_app = typer.Typer(help="Credentials, stored encrypted (for workflow http nodes).")
+workflows_app = Typer(help="Stored workflows: validate, import, export, versions.")
+runs_app = Typer(help="Workflow runs.")
+templates_app = Typer(help="Ready workflows to install.")
+secrets_app = Typer(help="Credentials, stored encrypted (for workflow http nodes).")
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def _quiet() -> Settings:
 
 
 @workflows_app.command("validate")
-def validate(files: list[Path]) -> None:
+def validate(files: Annotated[list[Path], typer.Argument(metavar="FILE")]) -> None:
     """Check workflow files without saving them (exit 1 if any has a problem)."""
     from workflows.validate import validate_file
 
@@ -53,7 +53,7 @@ def validate(files: list[Path]) -> None:
 
 
 @workflows_app.command("import")
-def import_(files: list[Path]) -> None:
+def import_(files: Annotated[list[Path], typer.Argument(metavar="FILE")]) -> None:
     """Save workflow files (YAML or JSON) as new versions: all of them, or none."""
     from workflows import store
 
@@ -148,7 +148,7 @@ def diff(name: str, old: int, new: int) -> None:
 
 
 @workflows_app.command("plan")
-def plan(target: str) -> None:
+def plan(target: Annotated[str, typer.Argument(metavar="FILE_OR_TEMPLATE")]) -> None:
     """Dry run: the order a file's (or template's) nodes would run in, without running them."""
     from workflows.testing import plan as waves
 
@@ -166,7 +166,7 @@ def _node_line(spec: Any, node_id: str) -> str:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def test(target: str) -> None:
+def test(target: Annotated[str, typer.Argument(metavar="FILE_OR_TEMPLATE")]) -> None:
     """Run a workflow's `tests:` with mocked node outputs (no model, no network)."""
     from workflows.testing import run_tests
 
@@ -219,10 +219,11 @@ def _read(path: Path) -> str:
 def run(
     name: str,
     input_: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="An input as key=value.")
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="An input (repeatable)."),
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the run to end.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600.0,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait.")] = 600.0,
 ) -> None:
     """Start a workflow run; print its output when it ends (exit 1 if it fails)."""
     settings = _quiet()
@@ -234,11 +235,10 @@ async def _start_and_wait(
     settings: Settings, name: str, pairs: list[str], wait: bool, timeout: float
 ) -> str:
     from bot.app import in_process_worker, open_runtime, worker_alive
-    from workflows import runs
     from workflows.inputs import parse_pairs
 
     async with open_runtime(settings) as runtime:
-        run_id, workflow = await runs.start(runtime.core, name, parse_pairs(pairs), trigger="shell")
+        run_id, workflow = await _start(runtime.core, name, parse_pairs(pairs))
         typer.echo(f"Started run #{run_id} of {workflow}.", err=True)
         if not wait:
             return "queued"
@@ -246,6 +246,23 @@ async def _start_and_wait(
             return await _report(runtime.core, run_id, timeout)
         async with in_process_worker(runtime):
             return await _report(runtime.core, run_id, timeout)
+
+
+async def _start(core: Any, name: str, given: dict[str, str]) -> tuple[int, str]:
+    """A shell run started; inputs it refuses end the command, saying how to give them."""
+    from workflows import runs
+    from workflows.errors import InputsRefused
+
+    try:
+        return await runs.start(core, name, given, trigger="shell")
+    except InputsRefused as exc:
+        typer.secho(f"error: {exc.text}", err=True, fg="red")
+        if exc.missing:
+            example = " ".join(f"-i {input_name}=…" for input_name in exc.missing)
+            typer.echo(
+                f"Give inputs with -i NAME=VALUE: switchboard run {name} {example}", err=True
+            )
+        raise typer.Exit(2) from exc
 
 
 async def _report(core: Any, run_id: int, timeout: float) -> str:
@@ -264,6 +281,8 @@ async def _report(core: Any, run_id: int, timeout: float) -> str:
         typer.secho(runs.failure_text(run), err=True, fg="red")
     elif run.status == "waiting":
         typer.echo(f"Run #{run_id} is waiting until {run.wait_until or 'it is approved'}.")
+    elif run.output is None:
+        typer.echo(f"Run #{run_id} finished with no output; `switchboard runs show {run_id}`.")
     else:
         output = run.output
         typer.echo(output if isinstance(output, str) else json.dumps(output, indent=2))
@@ -271,7 +290,9 @@ async def _report(core: Any, run_id: int, timeout: float) -> str:
 
 
 @runs_app.command("list")
-def runs_list(limit: int = 20) -> None:
+def runs_list(
+    limit: Annotated[int, typer.Option(metavar="N", help="How many, newest first.")] = 20,
+) -> None:
     """The latest runs."""
     settings = _quiet()
 
@@ -288,7 +309,7 @@ def runs_list(limit: int = 20) -> None:
 
 
 @runs_app.command("show")
-def runs_show(run_id: int) -> None:
+def runs_show(run_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """One run: every node's status, input, output, tokens, cost and timing."""
     settings = _quiet()
 

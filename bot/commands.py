@@ -7,11 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from bot import replies
-from bot.conversation import handle_job_id, reset_context
+from bot import attempts, replies
+from bot.conversation import reset_context
 from bot.core import Core
 from bot.messages import Attachment
-from bot.queue import HANDLE_MESSAGE
 from bot.router import Command
 from bot.storage.models import Message, Persona
 from bot.turns import Reply, Turn
@@ -102,25 +101,14 @@ async def usage_command(core: Core, turn: Turn, args: list[str]) -> Reply:
 
 
 async def retry_command(core: Core, turn: Turn, args: list[str]) -> Reply:
-    async with core.sessions.begin() as session:
-        failed = await session.scalar(
-            select(Message)
-            .where(
-                Message.conversation_id == turn.conversation_id,
-                Message.direction == "in",
-                Message.status == "failed",
-            )
-            .order_by(Message.id.desc())
-            .limit(1)
-            .with_for_update()
-        )
-        if failed is None:
-            return Reply(replies.nothing_to_retry())
-        failed.status, failed.error = "received", None
-        message_id, snippet = failed.id, failed.text[:80]
-    attempt = turn.message_id  # unique per retry request, so arq takes it as a new job
-    await core.queue.enqueue(HANDLE_MESSAGE, message_id, job_id=handle_job_id(message_id, attempt))
-    return Reply(replies.retrying(snippet))
+    # The asking message's id is unique per request, so arq takes it as a new job.
+    again = str(turn.message_id)
+    failed = await attempts.retry(
+        core, Message.conversation_id == turn.conversation_id, again=again
+    )
+    if failed is None:
+        return Reply(replies.nothing_to_retry())
+    return Reply(replies.retrying(failed.text[:80]))
 
 
 HISTORY = Command(

@@ -56,10 +56,13 @@ class Settings(BaseSettings):
     # Show replies on the terminal and web chat while the model writes them.
     stream_replies: bool = True
     history_token_budget: int = 3000
+    # Tokens of the text files sent with one message that reach the persona (the rest is cut,
+    # and the reply says so).
+    file_token_budget: int = 12_000
     default_persona: str = "assistant"
 
     web_host: str = "127.0.0.1"
-    web_port: int = 8765
+    web_port: int = Field(default=8765, ge=1, le=65535)
     # Host names the web chat answers to besides loopback (a reverse proxy's public name):
     # comma-separated in the environment.
     web_hosts: CommaList = Field(default_factory=list)
@@ -68,6 +71,12 @@ class Settings(BaseSettings):
     queue_name: str = "switchboard:queue"
     poll_delay: float = 0.02
     job_timeout: float = 300.0
+    # One turn (a command or a persona's answer) is stopped after this; keep it below
+    # job_timeout so the person hears why.
+    turn_timeout: float = 240.0
+    # Tries to answer one message (a failure, a time-out, a crashed worker each count)
+    # before it is set aside as failed.
+    max_message_attempts: int = Field(default=3, ge=1)
     max_jobs: int = 20
     max_delivery_attempts: int = 8
     max_input_chars: int = 32_000

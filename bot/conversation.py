@@ -35,7 +35,7 @@ class Received:
     duplicate: bool
 
 
-def handle_job_id(message_id: int, attempt: int = 0) -> str:
+def handle_job_id(message_id: int, attempt: int | str = 0) -> str:
     return f"msg:{message_id}" if attempt == 0 else f"msg:{message_id}:{attempt}"
 
 

@@ -65,9 +65,9 @@ class Core:
         path never needs it."""
         if self._llm is None:
             from bot.llm import LLMGateway
-            from bot.usage import record_call
+            from bot.usage import StoredCalls
 
-            self._llm = LLMGateway(self.settings, record=record_call(self.sessions))
+            self._llm = LLMGateway(self.settings, StoredCalls(self.autocommit))
         return self._llm
 
     @property

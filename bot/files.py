@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot import replies
 from bot.errors import UserFacingError
 from bot.messages import Attachment
 from bot.storage.models import StoredFile
@@ -137,8 +138,22 @@ def is_text(attachment: Attachment) -> bool:
 async def text_of(engine: AsyncEngine, attachment: Attachment) -> str:
     """A text file's content; other kinds are refused with what would work."""
     if not is_text(attachment):
-        raise UserFacingError(
-            f"{attachment.filename} is {attachment.content_type}, not text: attach a text file "
-            "(.txt, .md, .csv, .json, …) or paste the text."
-        )
+        raise UserFacingError(replies.not_text(attachment.filename, attachment.content_type))
     return (await content(engine, attachment)).decode("utf-8", errors="replace")
+
+
+async def texts(
+    engine: AsyncEngine, attached: Sequence[Attachment]
+) -> tuple[list[tuple[Attachment, str]], list[Attachment]]:
+    """The text files among ``attached`` with their content, and the other files (unread)."""
+    read = [
+        (attachment, await text_of(engine, attachment))
+        for attachment in attached
+        if is_text(attachment)
+    ]
+    return read, [attachment for attachment in attached if not is_text(attachment)]
+
+
+def section(filename: str, text: str) -> str:
+    """A file's text among other text, headed by its name."""
+    return f"--- {filename} ---\n{text}"

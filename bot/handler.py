@@ -3,15 +3,17 @@ and commit the reply to the outbox in the transaction that marks the message ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import replace
 
 from sqlalchemy import select
 
-from bot import access, outbox, replies
+from bot import access, attempts, outbox, replies
 from bot.core import Core
 from bot.errors import UserFacingError
+from bot.health import outage
 from bot.locks import HANDLING, conversation_lock
 from bot.messages import Attachment, ConversationRef
 from bot.router import is_command
@@ -26,7 +28,9 @@ async def handle(core: Core, message_id: int) -> list[int]:
 
     Turns of one conversation are taken one at a time, oldest first, under a lock, as a
     person answers in order: a quick command never overtakes a slow model reply, and each
-    turn sees the ones before it. Returns the outbox ids written (none if already answered).
+    turn sees the ones before it. Each try is counted first (see bot/attempts.py). Returns
+    the outbox ids written (none if already answered, or if the try failed and another
+    comes later).
     """
     async with core.sessions() as session:
         conversation_id = await session.scalar(
@@ -38,8 +42,8 @@ async def handle(core: Core, message_id: int) -> list[int]:
     async with conversation_lock(core.engine, HANDLING, conversation_id):
         for waiting in await _waiting(core, conversation_id, up_to=message_id):
             turn = await load_turn(core, waiting)
-            if turn is not None:
-                outbox_id = await outbox.commit_reply(core, turn, await _route(core, turn))
+            if turn is not None and (reply := await _attempt(core, turn)) is not None:
+                outbox_id = await outbox.commit_reply(core, turn, reply)
                 written += [outbox_id] if outbox_id is not None else []
     return written
 
@@ -87,15 +91,37 @@ def _turn(message: Message, conversation: Conversation) -> Turn:
     )
 
 
-async def _route(core: Core, turn: Turn) -> Reply:
+async def _attempt(core: Core, turn: Turn) -> Reply | None:
+    """The turn's reply; None when this try failed and another is queued."""
+    number = await attempts.begin(core, turn.message_id)
+    if isinstance(number, attempts.UsedUp):
+        return attempts.set_aside(number)
     try:
-        return await _answer(core, turn)
-    except UserFacingError as exc:
-        return Reply(exc.text, error=exc.text)
-    except Exception as exc:
+        return await _route(core, turn)
+    except Exception as exc:  # a bug or a blip: tried again, a few times at most
+        if outage(exc) is not None:
+            raise  # the database or the queue went away mid-turn: the job waits it out
         reference = uuid.uuid4().hex[:8]
         log.exception("turn %s failed (reference %s)", turn.message_id, reference)
-        return Reply(replies.internal_error(reference), error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {replies.clip(str(exc), 300)} (reference {reference})"
+        if number >= core.settings.max_message_attempts:
+            return attempts.set_aside(attempts.UsedUp(number, error))
+        await attempts.failed(core, turn.message_id, number, error)
+        return None
+
+
+async def _route(core: Core, turn: Turn) -> Reply:
+    limit = core.settings.turn_timeout
+    try:
+        async with asyncio.timeout(limit) as bound:
+            return await _answer(core, turn)
+    except UserFacingError as exc:
+        return Reply(exc.text, error=exc.text)
+    except TimeoutError:
+        if not bound.expired():
+            raise  # a time-out of something inside, not of the turn
+        log.warning("turn %s stopped after %g s", turn.message_id, limit)
+        return Reply(replies.turn_timed_out(limit), error=f"stopped after {limit:g} s")
 
 
 async def _answer(core: Core, turn: Turn) -> Reply:

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bot import replies
 from bot.config import Settings
@@ -69,7 +69,15 @@ class CallRecord:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
-Recorder = Callable[[CallRecord], Awaitable[None]]
+class CallLog(Protocol):
+    """Where calls are recorded: each as it starts (so a call cut off by a crash is still
+    known) and again when it ends, failed or not."""
+
+    async def started(self, model: str, context: Mapping[str, Any]) -> int | None: ...
+
+    async def ended(self, call: int | None, record: CallRecord) -> None: ...
+
+
 DeltaSink = Callable[[str], Awaitable[None]]
 _Context = Mapping[str, Any] | None
 
@@ -86,12 +94,12 @@ class LLMGateway:
     provider, whose key differs. It never moves on once streamed text has reached
     ``on_delta``: the person would see two answers spliced. Otherwise the first model's
     error is raised: that is the one the person configured. Every attempt, failed or not,
-    goes to ``record``. Retries within one model are left to the job queue.
+    goes to ``log``, first as it starts. Retries within one model are left to the job queue.
     """
 
-    def __init__(self, settings: Settings, record: Recorder | None = None) -> None:
+    def __init__(self, settings: Settings, log: CallLog | None = None) -> None:
         self.settings = settings
-        self._record = record
+        self._log = log
 
     async def complete(
         self,
@@ -134,17 +142,17 @@ class LLMGateway:
     ) -> list[list[float]]:
         if not texts:
             return []
-        started = time.perf_counter()
+        started, call = time.perf_counter(), await self._begin(model, context)
         try:
             self._check_credentials(model)
             response = await _litellm().aembedding(
                 model=model, input=list(texts), **self._connection(model)
             )
         except Exception as exc:
-            failed = await self._failed(exc, model, started, context)
+            failed = await self._failed(exc, model, started, context, call)
             raise failed.error from exc
         tokens = _usage(response, "prompt_tokens")
-        await self._ok(model, tokens, 0, started, context)
+        await self._ok(model, tokens, 0, started, context, call)
         items = sorted(response.data, key=lambda item: _get(item, "index"))
         return [list(_get(item, "embedding")) for item in items]
 
@@ -169,20 +177,20 @@ class LLMGateway:
         on_delta: DeltaSink | None,
         context: Mapping[str, Any] | None,
     ) -> Completion:
-        started = time.perf_counter()
         request = {"model": model, "messages": [dict(m) for m in messages], **params}
         request.update(self._connection(model))
+        started, call = time.perf_counter(), await self._begin(model, context)
         try:
             self._check_credentials(model)
             response = await (_stream(request, on_delta) if on_delta else _call(request))
         except _SinkError as sink:  # the caller's own failure, not the model's: no fallback
             detail = f"stopped: on_delta raised {type(sink.original).__name__}"
-            await self._send(_error_record(model, started, detail, context))
+            await self._send(call, _error_record(model, started, detail, context))
             raise sink.original from None
         except Exception as exc:
-            raise await self._failed(exc, model, started, context) from exc
+            raise await self._failed(exc, model, started, context, call) from exc
         prompt, generated = _usage(response, "prompt_tokens"), _usage(response, "completion_tokens")
-        record = await self._ok(model, prompt, generated, started, context)
+        record = await self._ok(model, prompt, generated, started, context, call)
         choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
         message = choices[0].message if choices else None
         return Completion(
@@ -213,8 +221,19 @@ class LLMGateway:
         if missing and not self.settings.llm_api_base:
             raise _MissingKey(missing)
 
+    async def _begin(self, model: str, context: _Context) -> int | None:
+        return (
+            await self._log.started(model, dict(context or {})) if self._log is not None else None
+        )
+
     async def _ok(
-        self, model: str, prompt: int, generated: int, started: float, context: _Context
+        self,
+        model: str,
+        prompt: int,
+        generated: int,
+        started: float,
+        context: _Context,
+        call: int | None,
     ) -> CallRecord:
         record = CallRecord(
             model=model,
@@ -225,19 +244,20 @@ class LLMGateway:
             status="ok",
             context=dict(context or {}),
         )
-        await self._send(record)
+        await self._send(call, record)
         return record
 
     async def _failed(
-        self, exc: Exception, model: str, started: float, context: _Context
+        self, exc: Exception, model: str, started: float, context: _Context, call: int | None
     ) -> _Failed:
         failed = self._translate(exc, model)
-        await self._send(_error_record(model, started, _describe(failed.error, exc), context))
+        detail = _describe(failed.error, exc)
+        await self._send(call, _error_record(model, started, detail, context))
         return failed
 
-    async def _send(self, record: CallRecord) -> None:
-        if self._record is not None:
-            await self._record(record)
+    async def _send(self, call: int | None, record: CallRecord) -> None:
+        if self._log is not None:
+            await self._log.ended(call, record)
 
     # -- errors -----------------------------------------------------------------------------
 

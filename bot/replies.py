@@ -33,6 +33,27 @@ def message_too_long(length: int, limit: int) -> str:
     )
 
 
+TEXT_EXAMPLES = "(.txt, .md, .csv, .json, …)"
+
+
+def not_text(filename: str, kind: str) -> str:
+    """Why a file cannot be read, and what would work."""
+    return f"{filename} is {kind}, not text: attach a text file {TEXT_EXAMPLES} or paste the text."
+
+
+def files_note(cut: Sequence[tuple[str, int, int]], unread: Sequence[tuple[str, str]]) -> str:
+    """Said after a persona's answer: what of the files sent with the message it did not read."""
+    notes = [
+        f"I read only the start of {name} (the first {kept:,} of {total:,} characters); "
+        "SWITCHBOARD_FILE_TOKEN_BUDGET sets how much of a file I read."
+        for name, kept, total in cut
+    ]
+    if unread:
+        names = ", ".join(f"{name} ({kind})" for name, kind in unread)
+        notes.append(f"I couldn't read {names}: I can read text files {TEXT_EXAMPLES}.")
+    return "\n".join(f"({note})" for note in notes)
+
+
 def unknown_persona(name: str, known: Sequence[str], suggestion: str | None) -> str:
     hint = f" Did you mean {suggestion}?" if suggestion else ""
     return f"There is no persona called '{name}'.{hint} Known personas: {', '.join(known)}."
@@ -66,10 +87,21 @@ def retrying(snippet: str) -> str:
     return f"Trying again: “{snippet}”"
 
 
-def internal_error(reference: str) -> str:
+STOPPED_MIDWAY = "the worker answering it stopped mid-way (it crashed or was killed)"
+
+
+def set_aside(attempts: int, error: str | None) -> str:
+    """A message that failed every try: said once, and it is not tried again by itself."""
     return (
-        "Something went wrong on my side while answering; your message is saved. "
-        f"Try /retry in a moment. (reference {reference})"
+        f"I set your message aside after {plural(attempts, 'attempt')} to answer it failed; "
+        f"the last one: {error or STOPPED_MIDWAY}. Send /retry to try it again."
+    )
+
+
+def turn_timed_out(seconds: float) -> str:
+    return (
+        f"Answering that took more than {seconds:g} s and was stopped. Send /retry to try "
+        "again, or ask for something smaller (the limit is SWITCHBOARD_TURN_TIMEOUT)."
     )
 
 
@@ -138,9 +170,30 @@ def failure_text(model: str, address: str, detail: str) -> str:
     )
 
 
+def run_goes_on(run_id: int, status: str, waited: float | None) -> str:
+    """Where a run stands when `switchboard chat` stops waiting for it."""
+    follow = f"follow it with `switchboard runs show {run_id}`"
+    if status == "cancelled":
+        return f"Run #{run_id} was cancelled."
+    if status == "waiting":
+        return f"Run #{run_id} is waiting (for an answer, an approval or a timer); {follow}."
+    return f"Run #{run_id} is still {status} after {waited or 0:g} s; {follow}."
+
+
 def cost(usd: float | None) -> str:
     """A cost as people read it; None is a model with no known price, never $0."""
     return "no price known" if usd is None else f"${usd:.4f}"
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 call``, ``2 calls``: a count with its noun agreeing (``many`` if not noun + s)."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+
+
+def cut_off(calls: int) -> str:
+    """Model calls that started and never finished (a crash, a stopped turn): their tokens
+    are not known."""
+    return f"{plural(calls, 'call')} cut off"
 
 
 def clip(text: str, limit: int) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import replies
 from bot.storage.models import LLMCall, Persona
@@ -17,29 +17,41 @@ if TYPE_CHECKING:
     from bot.llm import CallRecord
 
 
-def record_call(
-    sessions: async_sessionmaker[AsyncSession],
-) -> Callable[[CallRecord], Awaitable[None]]:
-    async def record(call: CallRecord) -> None:
-        context = dict(call.context)
-        async with sessions.begin() as session:
-            await session.execute(
-                insert(LLMCall).values(
-                    model=call.model,
-                    prompt_tokens=call.prompt_tokens,
-                    completion_tokens=call.completion_tokens,
-                    cost_usd=call.cost_usd,
-                    latency_ms=call.latency_ms,
-                    status=call.status,
-                    error=call.error,
-                    persona_id=context.get("persona_id"),
-                    conversation_id=context.get("conversation_id"),
-                    message_id=context.get("message_id"),
-                    run_id=context.get("run_id"),
-                )
-            )
+class StoredCalls:
+    """The ``llm_calls`` table as the gateway's call log: a row written as a call starts
+    (status ``started``) and completed when it ends, so a call cut off by a crash is still
+    counted. One autocommit statement each."""
 
-    return record
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine  # an autocommit engine (Core.autocommit)
+
+    async def started(self, model: str, context: Mapping[str, Any]) -> int | None:
+        values = {"model": model, "status": "started", **_where(context)}
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(insert(LLMCall).values(values).returning(LLMCall.id))
+        return None if found is None else int(found)
+
+    async def ended(self, call: int | None, record: CallRecord) -> None:
+        values = {
+            "model": record.model,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "cost_usd": record.cost_usd,
+            "latency_ms": record.latency_ms,
+            "status": record.status,
+            "error": record.error,
+        }
+        async with self.engine.connect() as conn:
+            if call is None:
+                await conn.execute(insert(LLMCall).values({**values, **_where(record.context)}))
+            else:
+                await conn.execute(update(LLMCall).where(LLMCall.id == call).values(values))
+
+
+def _where(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Whose call it was: the persona, conversation, message or run in its context."""
+    names = ("persona_id", "conversation_id", "message_id", "run_id")
+    return {name: context.get(name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class UsageRow:
     completion_tokens: int
     cost_usd: float | None
     unpriced_calls: int
+    cut_off: int  # started and never finished: a crash, a killed worker, a turn stopped
+
+
+_OK = LLMCall.status == "ok"
 
 
 async def conversation_usage(session: AsyncSession, conversation_id: int) -> list[UsageRow]:
@@ -58,25 +74,46 @@ async def conversation_usage(session: AsyncSession, conversation_id: int) -> lis
         select(
             func.coalesce(Persona.name, "(none)"),
             LLMCall.model,
-            func.count(),
+            func.count().filter(_OK),
             func.sum(LLMCall.prompt_tokens),
             func.sum(LLMCall.completion_tokens),
             func.sum(LLMCall.cost_usd),
-            func.count().filter(LLMCall.cost_usd.is_(None)),
+            func.count().filter(_OK & LLMCall.cost_usd.is_(None)),
+            func.count().filter(LLMCall.status == "started"),
         )
         .outerjoin(Persona, Persona.id == LLMCall.persona_id)
-        .where(LLMCall.conversation_id == conversation_id, LLMCall.status == "ok")
+        .where(LLMCall.conversation_id == conversation_id, LLMCall.status.in_(("ok", "started")))
         .group_by(Persona.name, LLMCall.model)
         .order_by(Persona.name, LLMCall.model)
     )
     return [UsageRow(*row) for row in rows]
 
 
+async def unfinished_by_run(session: AsyncSession, run_ids: Collection[int]) -> dict[int, int]:
+    """Model calls of these workflow runs that started and have not ended, per run."""
+    rows = await session.execute(
+        select(LLMCall.run_id, func.count())
+        .where(LLMCall.run_id.in_(run_ids), LLMCall.status == "started")
+        .group_by(LLMCall.run_id)
+    )
+    return {int(run_id): int(count) for run_id, count in rows if run_id is not None}
+
+
+def unfinished_note(calls: int, *, running: bool) -> str:
+    """``; 1 call cut off`` (or ``under way`` while the run goes on), or nothing."""
+    if not calls:
+        return ""
+    return (
+        f"; {replies.plural(calls, 'call')} under way" if running else f"; {replies.cut_off(calls)}"
+    )
+
+
 def format_usage(rows: list[UsageRow]) -> str:
     lines = ["Usage in this conversation:"]
     for row in rows:
+        cut = f", {replies.cut_off(row.cut_off)}" if row.cut_off else ""
         lines.append(
-            f"  {row.persona} · {row.model}: {row.calls} calls, "
+            f"  {row.persona} · {row.model}: {replies.plural(row.calls, 'call')}{cut}, "
             f"{row.prompt_tokens:,} prompt + {row.completion_tokens:,} completion tokens, "
             f"{_cost(row)}"
         )
@@ -88,5 +125,6 @@ def format_usage(rows: list[UsageRow]) -> str:
 
 
 def _cost(row: UsageRow) -> str:
-    note = f" ({row.unpriced_calls} calls with no price known)" if row.unpriced_calls else ""
+    unpriced = replies.plural(row.unpriced_calls, "call")
+    note = f" ({unpriced} with no price known)" if row.unpriced_calls else ""
     return replies.cost(row.cost_usd) + (note if row.cost_usd is not None else "")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from bot import files, replies
 from bot.core import Core
 from bot.router import is_command
 from bot.storage.models import Message, Persona
@@ -27,12 +28,14 @@ class PersonaResponder:
         if persona is None:
             return await self._no_persona(core)
         model = persona.model or core.settings.model
+
+        def count(msgs: Sequence[dict[str, Any]]) -> int:
+            return core.llm.count_tokens(msgs, model)
+
+        attached = await _attached(core, turn, count)
+        budget = core.settings.history_token_budget
         messages = prompt.build(
-            persona.system_prompt,
-            history,
-            turn.text,
-            core.settings.history_token_budget,
-            lambda msgs: core.llm.count_tokens(msgs, model),
+            persona.system_prompt, history, turn.text, budget, count, attached.text
         )
         caller = ToolContext(
             core=core,
@@ -48,7 +51,7 @@ class PersonaResponder:
             on_delta=_live(core, turn),
             context=_context(turn, persona),
         )
-        return Reply(reply.text, persona_id=persona.id)
+        return Reply(_with_notes(reply.text, attached), persona_id=persona.id)
 
     async def _load(self, core: Core, turn: Turn) -> tuple[Persona | None, list[Message]]:
         async with core.sessions() as session:
@@ -66,9 +69,23 @@ class PersonaResponder:
             return persona, chat_history(list(rows)[::-1])
 
     async def _no_persona(self, core: Core) -> Reply:
-        from bot import replies
-
         return Reply(replies.no_persona_configured(), error="no persona")
+
+
+async def _attached(core: Core, turn: Turn, count: prompt.Counter) -> prompt.Attached:
+    """The files sent with the message, as the model reads them (none: nothing to add)."""
+    if not turn.attachments:
+        return prompt.Attached()
+    readable, unread = await files.texts(core.autocommit, turn.attachments)
+    return prompt.attach(readable, unread, core.settings.file_token_budget, count)
+
+
+def _with_notes(text: str, attached: prompt.Attached) -> str:
+    """The answer, then what of the files was cut or could not be read."""
+    if not attached.cut and not attached.unread:
+        return text
+    unread = [(a.filename, a.content_type) for a in attached.unread]
+    return f"{text}\n\n{replies.files_note(attached.cut, unread)}"
 
 
 def chat_history(rows: Sequence[Message]) -> list[Message]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import yaml
 
+from bot.app import Runtime
+from bot.config import Settings
 from personas.spec import PersonaSpec
+from tests.bot.test_cli import switchboard
+from tests.fakes.llm_server import FakeLLM
 from workflows.testing import run_tests
 from workflows.validate import load
 
@@ -41,3 +46,33 @@ def test_every_setting_is_documented() -> None:
             else f"SWITCHBOARD_{name.upper()}"
         )
         assert f"`{variable}`" in README, f"README does not document {variable}"
+
+
+def _terminal_examples() -> list[list[str]]:
+    """The commands of the Terminal section that run and exit (not the interactive chat)."""
+    block = README.split("### Terminal", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    return [
+        shlex.split(line)[1:]
+        for line in lines
+        if line.startswith("switchboard ") and " " in line[12:]
+    ]
+
+
+async def test_the_terminal_examples_work_on_a_fresh_install(
+    runtime: Runtime, settings: Settings, llm: FakeLLM, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("- Ann: the demo is ready\n- Bo: who books the room?")
+    config = {"SWITCHBOARD_CONFIG_DIR": str(tmp_path / "config")}
+    examples = _terminal_examples()
+    assert len(examples) == 6
+
+    for args in examples:
+        args = [str(notes) if arg == "notes.md" else arg for arg in args]
+        result = await switchboard(settings, *args, env=config)
+        assert result.returncode == 0, (args, result.stderr)
+    asked = [m["content"] for request in llm.requests for m in request["messages"]]
+    assert any("--- notes.md ---\n- Ann: the demo is ready" in text for text in asked)
+    assert result.stdout.startswith("Started run #1 of summarize.")
+    assert "echo: Summarise the following text." in result.stdout

@@ -246,16 +246,13 @@ async def _with_files(
 ) -> str:
     """The text followed by each text file's content (other files refused when ``strict``,
     else left out)."""
+    read, others = await files.texts(core.autocommit, attached)
+    if strict and others:
+        raise UserFacingError(replies.not_text(others[0].filename, others[0].content_type))
     parts = [text] if text.strip() else []
-    for attachment in attached:
-        if not strict and not files.is_text(attachment):
-            continue
-        content = await files.text_of(core.autocommit, attachment)
-        parts.append(
-            content
-            if not parts and len(attached) == 1
-            else f"--- {attachment.filename} ---\n{content}"
-        )
+    for attachment, content in read:
+        alone = not parts and len(attached) == 1
+        parts.append(content if alone else files.section(attachment.filename, content))
     if not parts:
         raise WorkflowError("The message before has no text or text file to work on.")
     return "\n\n".join(parts)

@@ -27,7 +27,7 @@ from bot.values import jsonable, problems
 from workflows.errors import NodeFailed, WorkflowError
 from workflows.expressions import evaluate, render
 from workflows.nodes import NODE_TYPES
-from workflows.nodes.base import NodeContext, NodeResult, NodeType
+from workflows.nodes.base import Child, NodeContext, NodeResult, NodeType
 from workflows.spec import NodeSpec
 from workflows.state import DONE_STEP, FINAL_RUN, RunState, RunStore, StepState
 
@@ -38,6 +38,8 @@ Post = Callable[
 ]
 Wake = Callable[[RunState, datetime], Awaitable[None]]
 Progress = Callable[[RunState, str], Awaitable[None]]
+# (run, node id, the child asked for) → the `workflow` node's result (see NodeContext.subflow)
+Subflow = Callable[[RunState, str, Child], Awaitable[NodeResult]]
 
 PROGRESS_AFTER = 5.0  # seconds into a run before the first progress line
 PROGRESS_EVERY = 10.0  # seconds between progress lines
@@ -52,6 +54,7 @@ class Engine:
     workspace_root: Path
     sandbox: Sandbox  # where expressions run, within bounds
     progress: Progress | None = None  # a long run's status line, updated in place
+    subflow: Subflow | None = None  # how a `workflow` node runs its child
 
     async def advance(self, run_id: int) -> RunState:
         return await self.proceed(await self.store.load(run_id))
@@ -280,6 +283,10 @@ class Engine:
         ) -> None:
             await self.post(run, node.id, text, files, target)
 
+        async def subflow(child: Child) -> NodeResult:
+            assert self.subflow is not None
+            return await self.subflow(run, node.id, child)
+
         return NodeContext(
             core=self.core,
             run_id=run.id,
@@ -292,6 +299,7 @@ class Engine:
             call_key=_call_key(run, node.id),
             post=post,
             sandbox=self.sandbox,
+            subflow=subflow if self.subflow is not None else None,
         )
 
     def workspace(self, run: RunState) -> Path:

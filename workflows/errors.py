@@ -9,6 +9,14 @@ class WorkflowError(UserFacingError):
     pass
 
 
+class InputsRefused(WorkflowError):
+    """A run's inputs were refused; ``missing`` names the required ones not given."""
+
+    def __init__(self, text: str, missing: tuple[str, ...]) -> None:
+        super().__init__(text)
+        self.missing = missing
+
+
 class ExpressionError(WorkflowError):
     def __init__(self, expression: str, reason: str) -> None:
         super().__init__(f"the expression {expression!r} failed: {reason}")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workflows.errors import WorkflowError
+from workflows.errors import InputsRefused, WorkflowError
 from workflows.spec import InputSpec, WorkflowSpec
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -44,6 +44,7 @@ def resolve(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     given = _place_rest(spec, given)
     unknown = sorted(set(given) - set(spec.inputs))
     problems = [f"unknown input '{name}'" for name in unknown]
+    missing: list[str] = []
     values: dict[str, Any] = {}
     for name, declared in spec.inputs.items():
         if name in given:
@@ -53,11 +54,12 @@ def resolve(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
                 problems.append(f"input '{name}': {exc}")
         elif declared.is_required:
             problems.append(f"missing input '{name}' ({declared.description or declared.type})")
+            missing.append(name)
         else:
             values[name] = declared.default
     if problems:
         usage = " ".join(f"{n}=…" for n in spec.inputs) or "(no inputs)"
-        raise WorkflowError(f"{'; '.join(problems)}. {spec.name} takes: {usage}")
+        raise InputsRefused(f"{'; '.join(problems)}. {spec.name} takes: {usage}", tuple(missing))
     return values
 
 

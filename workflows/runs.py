@@ -6,21 +6,30 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import column, delete, literal_column, select, table, update
+from sqlalchemy import column, delete, func, literal_column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import locks, outbox, people, replies
+from bot import locks, outbox, people, replies, usage
 from bot.conversation import conversation_for
 from bot.core import Core
 from bot.files import MAX_FILE
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.people import Viewer
-from bot.storage.models import ChannelAccount, User, Workflow, WorkflowRun, WorkflowStep
+from bot.storage.models import (
+    ChannelAccount,
+    Message,
+    User,
+    Workflow,
+    WorkflowRun,
+    WorkflowStep,
+)
 from bot.turns import Reply, Turn
 from workflows import store
 from workflows.engine import Engine, run_folder
-from workflows.errors import WorkflowError
+from workflows.errors import NodeFailed, WorkflowError
 from workflows.inputs import resolve
+from workflows.nodes.base import Child, NodeResult
+from workflows.nodes.compose import child_failed
 from workflows.nodes.files import read_attachment
 from workflows.spec import WorkflowSpec
 from workflows.state import FINAL_RUN, RunState
@@ -139,6 +148,9 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         if channel is not None and run.ref is not None:
             await channel.status(run.ref, f"run:{run.id}", text)
 
+    async def subflow(run: RunState, node_id: str, child: Child) -> NodeResult:
+        return await start_child(core, run, node_id, child)
+
     return Engine(
         core,
         kept or store.PostgresRunStore(core.autocommit),
@@ -147,6 +159,7 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         workspace_root(core),
         core.sandbox,
         progress=progress,
+        subflow=subflow,
     )
 
 
@@ -169,8 +182,12 @@ async def advance(core: Core, run_id: int) -> RunState:
             await core.queue.enqueue(RUN_WORKFLOW, run_id, job_id=job_id, defer_until=when)
             return await kept.load(run_id)
         run = await engine(core, kept).proceed(claimed)
-    if run.status in FINAL_RUN:
+    if run.status in FINAL_RUN and run.parent_run_id is not None:
+        await _hand_back(core, run.id)  # a sub-workflow: its parent takes the result
+    elif run.status in FINAL_RUN:
         await _announce(core, run)
+    elif run.status == "waiting":
+        await _collect(core, run)
     return run
 
 
@@ -202,14 +219,50 @@ async def _announce(core: Core, run: RunState) -> None:
     if run.status == "failed":
         await _post(core, run, f"run:{run.id}:failed", failure_text(run))
         return
-    replied = any(
-        run.spec.nodes[n].type == "reply" and s.status == "succeeded"
-        for n, s in run.steps.items()
-        if n in run.spec.nodes
-    )
-    if run.status == "succeeded" and not replied:
+    if run.status == "succeeded" and not _nodes(run, "succeeded", ("reply",)):
         files = produced_files(run_folder(workspace_root(core), run.id))
         await _post(core, run, f"run:{run.id}:done", done_text(run), files)
+
+
+def last_message_key(run: RunState) -> str | None:
+    """The key of the last message a run that has stopped (ended, or parked waiting for a
+    person) sends to its conversation; None when it sends none (cancelled, or on a timer)."""
+    if run.status == "failed":
+        return f"run:{run.id}:failed"
+    if run.status == "succeeded":
+        replied = _nodes(run, "succeeded", ("reply",))
+        return f"run:{run.id}:{replied[-1] if replied else 'done'}"
+    asking = _nodes(run, "waiting", ("approval", "input")) if run.status == "waiting" else []
+    return f"run:{run.id}:{asking[-1]}" if asking else None
+
+
+def _nodes(run: RunState, status: str, types: tuple[str, ...]) -> list[str]:
+    """Nodes of these types whose step has this status, in the order they finished."""
+    found = [
+        step
+        for node_id, step in run.steps.items()
+        if step.status == status and node_id in run.spec.nodes
+        if run.spec.nodes[node_id].type in types
+    ]
+    found.sort(key=lambda step: step.finished_at.timestamp() if step.finished_at else 0.0)
+    return [step.node_id for step in found]
+
+
+async def started_by(core: Core, message_id: int) -> list[int]:
+    """The runs a message's command started, oldest first: those created in its conversation
+    while it was being answered (a conversation's turns are answered one at a time)."""
+    async with core.sessions() as session:
+        found = await session.scalars(
+            select(WorkflowRun.id)
+            .join(Message, Message.conversation_id == WorkflowRun.conversation_id)
+            .where(
+                Message.id == message_id,
+                WorkflowRun.trigger == "command",
+                WorkflowRun.created_at.between(Message.created_at, Message.handled_at),
+            )
+            .order_by(WorkflowRun.id)
+        )
+        return list(found)
 
 
 def produced_files(workspace: Path) -> tuple[Attachment, ...]:
@@ -251,6 +304,11 @@ async def cancel(core: Core, run_id: int) -> str:
         if row.status in FINAL_RUN:
             return f"Run #{run_id} already {row.status}."
         row.status = "cancelled"
+        await session.execute(  # and the sub-workflows it waits for
+            update(WorkflowRun)
+            .where(WorkflowRun.parent_run_id == run_id, WorkflowRun.status.not_in(FINAL_RUN))
+            .values(status="cancelled")
+        )
     return f"Cancelled run #{run_id}. Nodes already running finish; nothing after them starts."
 
 
@@ -279,9 +337,11 @@ async def describe(core: Core, run_id: int, *, detail: bool = False) -> str:
     """The run as a person reads it: each node's status, timing, tokens and cost (and with
     ``detail``, what went in and came out)."""
     run = await store.PostgresRunStore(core.autocommit).load(run_id)
+    async with core.sessions() as session:
+        unfinished = (await usage.unfinished_by_run(session, [run.id])).get(run.id, 0)
     lines = [
         f"Run #{run.id} of {run.workflow} (version {run.version}): {run.status}",
-        _usage_line(run),
+        _usage_line(run) + usage.unfinished_note(unfinished, running=run.status == "running"),
     ]
     for node_id in run.spec.nodes:
         step = run.steps.get(node_id)
@@ -327,7 +387,24 @@ async def recent(core: Core, viewer: Viewer, limit: int = 10) -> list[str]:
                 .limit(limit)
             )
         ).all()
-    return [f"#{r.id} {r.name}: {r.status} ({r.created_at:%Y-%m-%d %H:%M})" for r in rows]
+        unfinished = await usage.unfinished_by_run(session, [r.id for r in rows])
+    return [
+        f"#{r.id} {r.name}: {r.status} ({r.created_at:%Y-%m-%d %H:%M})"
+        + usage.unfinished_note(unfinished.get(r.id, 0), running=r.status == "running")
+        for r in rows
+    ]
+
+
+# A sub-workflow's run that ended while its parent still waits for it: the hand-back was lost.
+_PARENT_WAITS = (
+    select(WorkflowStep.id)
+    .where(
+        WorkflowStep.run_id == WorkflowRun.parent_run_id,
+        WorkflowStep.node_id == WorkflowRun.parent_node,
+        WorkflowStep.status == "waiting",
+    )
+    .exists()
+)
 
 
 async def sweep(core: Core) -> int:
@@ -356,6 +433,11 @@ async def sweep(core: Core) -> int:
                     | (
                         (WorkflowRun.status == "waiting")
                         & (WorkflowRun.wait_until < datetime.now(UTC))
+                    )
+                    | (
+                        WorkflowRun.status.in_(FINAL_RUN)
+                        & (WorkflowRun.finished_at < stale)
+                        & _PARENT_WAITS
                     )
                 ),
             )
@@ -461,9 +543,12 @@ async def _waiting_step(
     )
 
 
-async def _settle(session: AsyncSession, step: WorkflowStep, output: dict[str, Any]) -> None:
-    step.output = output
-    step.status, step.finished_at = "succeeded", datetime.now(UTC)
+async def _settle(
+    session: AsyncSession, step: WorkflowStep, output: Any, *, error: str | None = None
+) -> None:
+    """The waiting step is done (failed, with ``error``), and its run goes on."""
+    step.output, step.error = output, error
+    step.status, step.finished_at = "failed" if error else "succeeded", datetime.now(UTC)
     await session.execute(
         update(WorkflowRun).where(WorkflowRun.id == step.run_id).values(status="running")
     )
@@ -473,4 +558,122 @@ async def _resume(core: Core, step: WorkflowStep) -> None:
     """After the commit: a job that continues the run past the settled step."""
     await core.queue.enqueue(
         RUN_WORKFLOW, step.run_id, job_id=f"{run_job_id(step.run_id)}:step{step.id}"
+    )
+
+
+# --- sub-workflows -------------------------------------------------------------------------
+
+
+async def start_child(core: Core, parent: RunState, node_id: str, child: Child) -> NodeResult:
+    """A `workflow` node's child: a run of its own, linked to the node, which the node waits
+    for (its run parks, releasing the worker, until the child ends). The node run again
+    (after a crash, or by /run retry) finds the child it started: it waits for it, takes its
+    output, or resumes it from its failed node."""
+    async with core.sessions() as session:
+        found = await session.scalar(
+            select(WorkflowRun).where(
+                WorkflowRun.parent_run_id == parent.id, WorkflowRun.parent_node == node_id
+            )
+        )
+        started_by = await session.scalar(
+            select(WorkflowRun.started_by).where(WorkflowRun.id == parent.id)
+        )
+    if found is None:
+        return await _new_child(core, parent, node_id, child, started_by)
+    if found.status == "succeeded":
+        return _child_result(found)
+    if found.status == "cancelled":
+        raise NodeFailed(child_failed(child.current.name, "was cancelled", None, None))
+    if found.status == "failed":
+        await retry(core, found.id)
+    return _waiting_for(found.id)
+
+
+async def _new_child(
+    core: Core, parent: RunState, node_id: str, child: Child, started_by: int | None
+) -> NodeResult:
+    child_id = await store.create_run(
+        core.autocommit,
+        child.current,
+        inputs=child.inputs,
+        trigger="workflow",
+        ref=parent.ref,
+        conversation_id=parent.conversation_id,
+        user_id=started_by,
+        parent=(parent.id, node_id),
+        depth=child.depth,
+    )
+    if child_id is None:
+        name = child.current.name
+        raise NodeFailed(f"the workflow '{name}' changed as its run started", retryable=True)
+    await queue_run(core, child_id)
+    return _waiting_for(child_id)
+
+
+def _waiting_for(child_id: int) -> NodeResult:
+    return NodeResult(output={"kind": "workflow", "run_id": child_id}, waiting_for="workflow")
+
+
+def _child_result(child: WorkflowRun) -> NodeResult:
+    return NodeResult(
+        output=child.output,
+        prompt_tokens=child.prompt_tokens,
+        completion_tokens=child.completion_tokens,
+        cost_usd=child.cost_usd,
+    )
+
+
+async def _collect(core: Core, run: RunState) -> None:
+    """A run that has just parked takes the result of any child that ended before it did."""
+    for step in run.steps.values():
+        output = step.output if step.status == "waiting" else None
+        if isinstance(output, dict) and output.get("kind") == "workflow":
+            await _hand_back(core, int(output["run_id"]))
+
+
+async def _hand_back(core: Core, child_id: int) -> None:
+    """A child run has ended: the parent parked on the node that waits for it takes its
+    output (or fails with its error) and goes on. A parent not parked yet looks for itself
+    as it parks (_collect), so between the two the result is never missed."""
+    async with core.sessions.begin() as session:
+        found = (
+            await session.execute(
+                select(WorkflowRun, Workflow.name)
+                .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .where(WorkflowRun.id == child_id, WorkflowRun.status.in_(FINAL_RUN))
+            )
+        ).one_or_none()
+        if found is None or found.WorkflowRun.parent_run_id is None:
+            return
+        child, name = found.WorkflowRun, found.name
+        at = (WorkflowStep.run_id == child.parent_run_id) & (
+            WorkflowStep.node_id == child.parent_node
+        )
+        step = await _waiting_step(session, "workflow", at, skip_locked=False)
+        if step is None:
+            return  # not parked yet, or taken before
+        if child.status != "succeeded":
+            error = child_failed(name, child.status, child.failed_node, child.error)
+            await _settle(session, step, step.output, error=error)
+        else:
+            await _settle(session, step, child.output)
+            await _add_usage(session, step, child)
+    await _resume(core, step)
+
+
+async def _add_usage(session: AsyncSession, step: WorkflowStep, child: WorkflowRun) -> None:
+    """The child's tokens and cost: its parent node's, and so its parent run's."""
+    step.prompt_tokens, step.completion_tokens = child.prompt_tokens, child.completion_tokens
+    step.cost_usd = child.cost_usd
+    cost: Any = WorkflowRun.cost_usd
+    if child.cost_usd is not None:
+        cost = func.coalesce(WorkflowRun.cost_usd, 0.0) + child.cost_usd
+    await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == step.run_id)
+        .values(
+            prompt_tokens=WorkflowRun.prompt_tokens + child.prompt_tokens,
+            completion_tokens=WorkflowRun.completion_tokens + child.completion_tokens,
+            cost_usd=cost,
+        )
     )

@@ -53,6 +53,9 @@ class RunState:
     cost_usd: float | None = None
     step_count: int = 0
     depth: int = 0  # how deep inside other workflows' workflow nodes this run is
+    # A sub-workflow's run: the run, and its `workflow` node, waiting for this one to end.
+    parent_run_id: int | None = None
+    parent_node: str | None = None
     wait_until: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

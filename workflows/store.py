@@ -258,9 +258,13 @@ async def create_run(
     conversation_id: int | None,
     user_id: int | None,
     idempotency_key: str | None = None,
+    parent: tuple[int, str] | None = None,
+    depth: int = 0,
 ) -> int | None:
-    """A queued run of ``workflow``; None when the workflow has changed (a new version, or
-    turned off) since it was read, or when ``idempotency_key`` started a run already."""
+    """A queued run of ``workflow`` (with ``parent``, the run and node it is a sub-workflow
+    of); None when the workflow has changed (a new version, or turned off) since it was read,
+    or when ``idempotency_key`` started a run already."""
+    parent_run_id, parent_node = parent or (None, None)
     values = {
         "workflow_id": workflow.workflow_id,
         "version_id": workflow.version_id,
@@ -271,6 +275,9 @@ async def create_run(
         "conversation_id": conversation_id,
         "started_by": user_id,
         "idempotency_key": idempotency_key,
+        "parent_run_id": parent_run_id,
+        "parent_node": parent_node,
+        "depth": depth,
     }
     async with engine.connect() as conn:
         run_id = await conn.scalar(_CREATE_RUN, values)
@@ -293,6 +300,9 @@ _RUN_VALUES = {
     "conversation_id": BigInteger,
     "started_by": BigInteger,
     "idempotency_key": String,
+    "parent_run_id": BigInteger,
+    "parent_node": String,
+    "depth": Integer,
 }
 _CREATE_RUN = (
     insert(WorkflowRun)
@@ -539,6 +549,9 @@ def _state(run: Any, spec: WorkflowSpec, steps: list[StepState]) -> RunState:
         completion_tokens=run.completion_tokens,
         cost_usd=run.cost_usd,
         step_count=run.steps,
+        depth=run.depth,
+        parent_run_id=run.parent_run_id,
+        parent_node=run.parent_node,
         wait_until=run.wait_until,
         started_at=run.started_at,
         finished_at=run.finished_at,

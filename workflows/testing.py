@@ -15,8 +15,10 @@ from bot.core import Core
 from bot.messages import Attachment, ConversationRef
 from bot.sandbox import Sandbox
 from workflows.engine import Engine
-from workflows.errors import WorkflowError
+from workflows.errors import NodeFailed, WorkflowError
 from workflows.inputs import resolve
+from workflows.nodes.base import Child, NodeResult
+from workflows.nodes.compose import child_failed
 from workflows.spec import TestCase, WorkflowSpec
 from workflows.state import MemoryStore, RunState
 
@@ -86,8 +88,31 @@ async def _run_in_memory(
     async def wake(run: RunState, when: datetime) -> None:
         """Timers are not waited for in memory: the run stays waiting and the caller sees it."""
 
+    async def subflow(parent: RunState, node_id: str, child: Child) -> NodeResult:
+        """In memory a sub-workflow runs to its end at once, in the parent's folder."""
+        inner = await run_in_memory(
+            child.spec,
+            child.inputs,
+            core=core,
+            workspace=engine.workspace(parent),
+            depth=child.depth,
+            sandbox=sandbox,
+        )
+        result.posts += inner.posts
+        done = inner.run
+        if done.status != "succeeded":
+            raise NodeFailed(child_failed(done.workflow, done.status, done.failed_node, done.error))
+        return NodeResult(
+            output=done.output,
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            cost_usd=done.cost_usd,
+        )
+
     with tempfile.TemporaryDirectory() as scratch:
-        engine = Engine(core, store, post, wake, workspace or Path(scratch), sandbox)
+        engine = Engine(
+            core, store, post, wake, workspace or Path(scratch), sandbox, subflow=subflow
+        )
         await engine.advance(run.id)
     return result
 

@@ -108,6 +108,11 @@ class Message(Base):
             "created_at",
             postgresql_where=text("direction = 'in' AND status = 'received'"),
         ),
+        Index(
+            "ix_messages_failed",
+            "id",
+            postgresql_where=text("direction = 'in' AND status = 'failed'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -124,6 +129,8 @@ class Message(Base):
     # never answered); outbound: the reply's own row, always "handled".
     status: Mapped[str] = mapped_column(String(16), default="received")
     error: Mapped[str | None] = mapped_column(Text)
+    # Tries to answer it, counted before each starts (a crash counts): see bot/attempts.py.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -226,6 +233,8 @@ class WorkflowRun(Base):
         UniqueConstraint("workflow_id", "scheduled_for"),
         # One run per webhook delivery, however often (and however concurrently) it comes.
         UniqueConstraint("workflow_id", "idempotency_key"),
+        # One child run per node of a parent: a node started again after a crash finds it.
+        UniqueConstraint("parent_run_id", "parent_node"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
@@ -251,6 +260,12 @@ class WorkflowRun(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     steps: Mapped[int] = mapped_column(Integer, default=0)
     wait_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A sub-workflow's run: the run and node (a `workflow` node) waiting for it to end.
+    parent_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workflow_runs.id", ondelete="CASCADE")
+    )
+    parent_node: Mapped[str | None] = mapped_column(String(128))
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # parents above
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,15 +12,21 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.app import Runtime
 from bot.config import Settings
 from tests.fakes.llm_server import FakeLLM
 from tests.support import cli_env
+from workflows.commands import install_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def switchboard(
-    settings: Settings, *args: str, cwd: Path | None = None, stdin: str | None = None
+    settings: Settings,
+    *args: str,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Result:
     """Run the command without blocking the loop the fake LLM server answers on."""
     process = await asyncio.create_subprocess_exec(
@@ -28,7 +34,7 @@ async def switchboard(
         "-m",
         "bot",
         *args,
-        env=cli_env(settings),
+        env=cli_env(settings, **(env or {})),
         cwd=cwd or ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -100,6 +106,47 @@ async def test_chat_sends_a_file_with_the_message(user_settings: Settings, llm: 
     assert result.stdout.strip() == "echo: List owners in: # Standup\n- Ann: demo ready"
     missing = await switchboard(user_settings, "chat", "-m", "hi", "-f", "nope.txt")
     assert missing.returncode == 2 and "cannot read nope.txt" in missing.stderr
+
+
+async def test_chat_waits_for_the_result_of_the_run_a_command_starts(
+    runtime: Runtime, settings: Settings, llm: FakeLLM
+) -> None:
+    await install_template(runtime.core, "summarize")
+    result = await switchboard(settings, "chat", "-m", '/summarize text="ana: we ship friday"')
+
+    assert result.returncode == 0, result.stderr
+    started, *summary = result.stdout.splitlines()
+    assert started.startswith("Started run #1 of summarize.")
+    assert summary[0] == "echo: Summarise the following text."
+    assert "ana: we ship friday" in summary
+
+
+async def test_chat_says_how_to_follow_a_run_that_outlasts_the_reply_timeout(
+    runtime: Runtime, settings: Settings, llm: FakeLLM
+) -> None:
+    await install_template(runtime.core, "summarize")
+    llm.latency = 12  # the model answers after the chat stops waiting (8 s)
+    result = await switchboard(
+        settings, "chat", "-m", "/summarize text=slow", env={"SWITCHBOARD_REPLY_TIMEOUT": "8"}
+    )
+
+    assert result.returncode == 1
+    assert "Started run #1 of summarize." in result.stderr
+    assert "Run #1 is still running after 8 s; follow it with `switchboard runs show 1`." in (
+        result.stderr
+    )
+
+
+async def test_a_run_without_its_input_says_which_and_how_to_give_it(
+    runtime: Runtime, settings: Settings
+) -> None:
+    await install_template(runtime.core, "summarize")
+    result = await switchboard(settings, "run", "summarize")
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "error: missing input 'text' (the conversation or document" in result.stderr
+    assert "Give inputs with -i NAME=VALUE: switchboard run summarize -i text=…" in result.stderr
 
 
 async def test_unknown_persona_exits_non_zero_with_a_clear_error(user_settings: Settings) -> None:

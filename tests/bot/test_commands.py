@@ -90,6 +90,7 @@ async def test_export_attaches_the_conversation_as_markdown(runtime: Runtime) ->
 async def test_usage_sums_tokens_per_persona_and_model(runtime: Runtime) -> None:
     assert (await reply_to(runtime, "/usage")).text == "No model calls in this conversation yet."
     await reply_to(runtime, "one two three")
+    assert "assistant · openai/fake-model: 1 call, " in (await reply_to(runtime, "/usage")).text
     await reply_to(runtime, "four five")
     text = (await reply_to(runtime, "/usage")).text
 

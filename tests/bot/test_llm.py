@@ -6,7 +6,7 @@ import math
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,18 @@ WEATHER_TOOL = {
 
 
 class Records(list[CallRecord]):
-    async def __call__(self, record: CallRecord) -> None:
+    """The calls' ends, in order; ``starts`` the models of the calls as they started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[str] = []
+
+    async def started(self, model: str, context: Mapping[str, Any]) -> int | None:
+        self.starts.append(model)
+        return len(self.starts)
+
+    async def ended(self, call: int | None, record: CallRecord) -> None:
+        assert call == len(self.starts), "a call ended that was not the last one started"
         self.append(record)
 
 
@@ -89,6 +100,7 @@ async def test_complete_returns_text_usage_and_records_the_call(
     assert records == [
         CallRecord("openai/fake-model", 6, 4, None, records[0].latency_ms, "ok", None, context)
     ]
+    assert records.starts == ["openai/fake-model"]  # logged as it started, then completed
 
 
 async def test_unset_options_are_not_sent(gateway: LLMGateway, fake: FakeLLM) -> None:

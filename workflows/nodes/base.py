@@ -16,12 +16,25 @@ from bot.tools import ToolContext
 if TYPE_CHECKING:
     from bot.core import Core
     from bot.sandbox import Sandbox
+    from workflows.spec import WorkflowSpec
+    from workflows.store import Current
 
 
 class Params(BaseModel):
     """Base of every node type's parameters: unknown keys are mistakes, not extras."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Child:
+    """A run of another stored workflow that a `workflow` node asks for: checked (it exists,
+    is turned on, nests within the limit) and its inputs resolved."""
+
+    current: Current
+    spec: WorkflowSpec
+    inputs: dict[str, Any]
+    depth: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,9 @@ class NodeContext:
     post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
     # Where the node's own expressions run (a condition's `if`, a map's items), within bounds.
     sandbox: Sandbox
+    # Runs a sub-workflow for this node: a durable run of its own the node waits for, or (in
+    # a workflow's tests) a run in memory whose result comes at once. None: not available.
+    subflow: Callable[[Child], Awaitable[NodeResult]] | None = None
 
     def caller(self) -> ToolContext:
         """This node as the caller of tools: the same node of the same run is the same call."""

@@ -12,7 +12,7 @@ from pydantic import Field
 from bot.errors import UserFacingError
 from workflows.errors import NodeFailed
 from workflows.expressions import evaluate, render
-from workflows.nodes.base import Fits, NodeContext, NodeResult, OneOf, Params
+from workflows.nodes.base import Child, Fits, NodeContext, NodeResult, OneOf, Params
 
 
 class PersonaParams(Params):
@@ -61,7 +61,9 @@ class SubflowParams(Params):
 
 
 class Subflow:
-    """Run another stored workflow as one step; its output is this node's output."""
+    """Run another stored workflow; its output is this node's output. For real runs the child
+    is a run of its own, kept step by step (a crash resumes it after its last finished node),
+    and this node waits for it without holding a worker."""
 
     name: ClassVar[str] = "workflow"
     params: ClassVar[type[Params]] = SubflowParams
@@ -69,11 +71,11 @@ class Subflow:
     pure: ClassVar[bool] = False
 
     async def run(self, ctx: NodeContext, params: SubflowParams) -> NodeResult:
-        if ctx.core is None:
+        if ctx.core is None or ctx.subflow is None:
             raise NodeFailed("this node runs another stored workflow: give it a mock in the test")
+        from workflows.inputs import resolve
         from workflows.store import current as current_version
         from workflows.store import spec_of
-        from workflows.testing import run_in_memory
 
         depth = int(ctx.variables.get("run", {}).get("depth", 0)) + 1
         current = await current_version(ctx.core.autocommit, params.workflow)
@@ -85,25 +87,13 @@ class Subflow:
         if depth > spec.limits.max_depth:
             limit = spec.limits.max_depth
             raise NodeFailed(f"workflows nest deeper than {limit} (limits.max_depth)")
-        child = await run_in_memory(
-            spec,
-            params.inputs,
-            core=ctx.core,
-            workspace=ctx.workspace,
-            depth=depth,
-            sandbox=ctx.sandbox,
-        )
-        for posted in child.posts:
-            await ctx.post(posted.text, (), posted.target)
-        run = child.run
-        if run.status != "succeeded":
-            raise NodeFailed(f"{params.workflow} {run.status} at '{run.failed_node}': {run.error}")
-        return NodeResult(
-            output=run.output,
-            prompt_tokens=run.prompt_tokens,
-            completion_tokens=run.completion_tokens,
-            cost_usd=run.cost_usd,
-        )
+        return await ctx.subflow(Child(current, spec, resolve(spec, params.inputs), depth))
+
+
+def child_failed(workflow: str, status: str, node: str | None, error: str | None) -> str:
+    """Why a `workflow` node failed: how its child run ended."""
+    where = f" at '{node}'" if node else ""
+    return f"{workflow} {status}{where}: {error or 'no reason given'}"
 
 
 class MapParams(Params):
