@@ -4,13 +4,16 @@ The shell acts as the owner."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from bot.cli_support import run_async, settings_for
+from bot.cli_support import Typer, run_async, settings_for
 
-users_app = typer.Typer(help="People: roles, accounts on each channel, pairing approvals.")
+users_app = Typer(help="People: roles, accounts on each channel, pairing approvals.")
+User = Annotated[
+    str, typer.Argument(metavar="USER", help="A user id, or an account: telegram:123.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +32,7 @@ def users_list() -> None:
 
 
 @users_app.command("show")
-def users_show(user: str) -> None:
+def users_show(user: User) -> None:
     """One person (a user id or an account such as telegram:123) in full."""
     from bot import people
 
@@ -37,7 +40,10 @@ def users_show(user: str) -> None:
 
 
 @users_app.command("role")
-def users_role(user: str, role: str) -> None:
+def users_role(
+    user: User,
+    role: Annotated[str, typer.Argument(metavar="ROLE", help="owner, admin or member.")],
+) -> None:
     """Make a person owner, admin or member."""
     from bot import people
 
@@ -45,7 +51,10 @@ def users_role(user: str, role: str) -> None:
 
 
 @users_app.command("link")
-def users_link(user: str, account: str) -> None:
+def users_link(
+    user: User,
+    account: Annotated[str, typer.Argument(metavar="CHANNEL:ID", help="The account to link.")],
+) -> None:
     """Make ACCOUNT (CHANNEL:ID) one of USER's; a person it belonged to is merged into USER."""
     from bot import people
 
@@ -53,7 +62,9 @@ def users_link(user: str, account: str) -> None:
 
 
 @users_app.command("approve")
-def users_approve(code: str) -> None:
+def users_approve(
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The pairing code, e.g. QK7M-X4TA.")],
+) -> None:
     """Let in the stranger who was given CODE (they are told at once)."""
     settings = settings_for("WARNING")
 

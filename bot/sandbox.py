@@ -159,8 +159,11 @@ class _Child:
         return await self.process.stdout.readexactly(size)
 
     async def kill(self) -> int | None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+        # os.kill, not process.kill(): that one first polls with waitpid, which reaps a child
+        # that just died before asyncio's watcher can, and its exit code is lost (255).
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
         return await self.process.wait()
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from bot.app import Runtime
 from bot.config import Settings
 from bot.conversation import message_status
 from bot.messages import ConversationRef
+from bot.people import SHELL
 from bot.storage.models import LLMCall, Message, Outbox, WorkflowRun, WorkflowStep
 from tests.fakes.llm_server import FakeLLM
 from tests.support import cli_env, delivered, drain, say, serve
@@ -209,7 +210,7 @@ async def test_a_workflow_run_resumes_after_its_worker_is_killed(
             await session.scalars(select(LLMCall.run_id).where(LLMCall.status == "started"))
         )
     assert cut_off and cut_off <= interrupted
-    listed = await runs.recent(runtime.core, RUNS)
+    listed = await runs.recent(runtime.core, SHELL, RUNS)
     for run_id in ids:
         said = "; 1 call cut off" in await runs.describe(runtime.core, run_id)
         (line,) = [line for line in listed if line.startswith(f"#{run_id} ")]
