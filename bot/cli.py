@@ -47,7 +47,10 @@ def up(
         str | None, typer.Option(metavar="ADDRESS", help="Address for the web chat.")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(metavar="PORT", min=1, max=65535, help="Port for the web chat.")
+        int | None,
+        typer.Option(
+            metavar="PORT", min=0, max=65535, help="Port for the web chat (0: any free port)."
+        ),
     ] = None,
 ) -> None:
     """Start Switchboard: services, web chat and a worker, until Ctrl+C."""

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     default_persona: str = "assistant"
 
     web_host: str = "127.0.0.1"
-    web_port: int = Field(default=8765, ge=1, le=65535)
+    web_port: int = Field(default=8765, ge=0, le=65535)  # 0: any free port
     # Host names the web chat answers to besides loopback (a reverse proxy's public name):
     # comma-separated in the environment.
     web_hosts: CommaList = Field(default_factory=list)
