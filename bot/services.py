@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import secrets
 import socket
 import stat
@@ -484,7 +485,25 @@ def _port_free(port: int) -> bool:
     return True
 
 
+PORTS_FROM = 20000  # the embedded Valkey's port is chosen from here to the ephemeral range
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
+    """A free port below the kernel's ephemeral range: the embedded Valkey must get its port
+    back after a crash, and a port from that range may meanwhile be the local end of any
+    outgoing connection."""
+    low = _ephemeral_start()
+    for port in random.sample(range(PORTS_FROM, low), min(200, low - PORTS_FROM)):
+        if _port_free(port):
+            return port
+    with socket.socket() as sock:  # everything below is taken: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_start() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+    return max(low, PORTS_FROM + 1)
