@@ -41,6 +41,7 @@ from bot.messages import (
     SentRef,
 )
 from bot.netguard import decode
+from bot.values import read_json
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +364,7 @@ Posted = tuple[str, str, tuple[Attachment, ...]]
 async def _read_json(request: web.Request) -> Posted:
     """``{"text": ..., "id": ...}``, at most MAX_BODY (the app's limit)."""
     try:
-        body = await request.json()
+        body = read_json(await request.read())
         text = str(body["text"])
     except web.HTTPRequestEntityTooLarge:
         raise _Refused(413, TOO_LONG) from None

@@ -221,18 +221,17 @@ def hostile_inputs(base: str, home: Path, secret: str, browsers: list[Browser]) 
 
     def hook(what: str, payload: bytes, expected_status: int) -> Hostile:
         async def send() -> tuple[str, str, bool]:
-            async with aiohttp.ClientSession() as session:
-                async with session.post(
-                    f"{base}/hooks/hook",
-                    data=payload,
-                    headers={"X-Switchboard-Secret": secret, "Content-Type": "application/json"},
-                ) as answer:
-                    text = await answer.text()
-                    return (
-                        what,
-                        f"HTTP {answer.status}: {text[:120]}",
-                        (answer.status == expected_status and "error" in text),
-                    )
+            async with aiohttp.ClientSession() as session, session.post(
+                f"{base}/hooks/hook",
+                data=payload,
+                headers={"X-Switchboard-Secret": secret, "Content-Type": "application/json"},
+            ) as answer:
+                text = await answer.text()
+                return (
+                    what,
+                    f"HTTP {answer.status}: {text[:120]}",
+                    (answer.status == expected_status and "error" in text),
+                )
 
         return send
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import select
 
 from bot.core import Core
 from bot.storage.models import Workflow
+from bot.values import MAX_DEPTH, read_json
 from workflows import runs, store
 from workflows.errors import WorkflowError
 from workflows.spec import Webhook
@@ -28,6 +28,10 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY = 256 * 1024
 MAX_KEY = 200
 TOO_LARGE = "The body is over 256 KB."
+NOT_AN_OBJECT = (
+    f"Send the inputs as a JSON object nested at most {MAX_DEPTH} levels deep, "
+    'e.g. {"topic": "owls"}.'
+)
 
 
 def digest(secret: str) -> str:
@@ -90,11 +94,11 @@ async def _inputs(request: web.Request) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        inputs = json.loads(body)
+        inputs = read_json(body)
     except ValueError:
         inputs = None
     if not isinstance(inputs, dict):
-        raise _Refused(400, 'Send the inputs as a JSON object, e.g. {"topic": "owls"}.')
+        raise _Refused(400, NOT_AN_OBJECT)
     return inputs
 
 

@@ -156,6 +156,10 @@ async def test_bad_requests_get_clear_errors(web: WebAdapter) -> None:
         broken = await client.post(f"{web.url}/api/messages", data=b"not json")
         assert broken.status == 400
         assert (await broken.json())["error"] == 'Send JSON like {"text": "hello"}.'
+        deep = b'{"text": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        nested = await client.post(f"{web.url}/api/messages", data=deep)
+        assert nested.status == 400
+        assert (await nested.json())["error"] == 'Send JSON like {"text": "hello"}.'
         huge = await client.post(
             f"{web.url}/api/messages",
             data=io.BytesIO(json.dumps({"text": "x" * 2_000_000}).encode()),

@@ -98,6 +98,22 @@ async def test_a_workflow_names_its_own_delivery_header_or_body_field(
     assert await _runs(runtime) == 2
 
 
+async def test_a_body_nested_too_deeply_is_refused_plainly(runtime: Runtime, hooks: str) -> None:
+    name, secret = await _enable(runtime, ECHO)
+    async with aiohttp.ClientSession() as client:
+        for depth in (200, 100_000):
+            nested = b'{"text": "x", "deep": ' + b"[" * depth + b"]" * depth + b"}"
+            sent = await client.post(
+                f"{hooks}/{name}", data=nested, headers={webhook.HEADER: secret}
+            )
+            assert sent.status == 400
+            assert (await sent.json())["error"] == (
+                "Send the inputs as a JSON object nested at most 100 levels deep, "
+                'e.g. {"topic": "owls"}.'
+            )
+    assert await _runs(runtime) == 0
+
+
 async def test_a_chunked_body_is_held_to_the_limit(runtime: Runtime, hooks: str) -> None:
     name, secret = await _enable(runtime, ECHO)
     chunk = b'{"text": "' + b"a" * (64 * 1024)
