@@ -229,3 +229,10 @@ def test_the_kernel_stops_a_child_its_parent_cannot() -> None:
 
         assert child.wait(timeout=30) == -signal.SIGXCPU
         assert time.monotonic() - started < 15
+
+
+async def test_children_yield_the_processor_to_the_process_they_serve(sandbox: Sandbox) -> None:
+    assert await sandbox.render("{% for i in range(2) %}{{ i }}{% endfor %}", {}) == "01"
+    [child] = children(sandbox)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, child) == min(ours + 10, 19)
