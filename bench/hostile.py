@@ -19,9 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
+import itertools
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +40,7 @@ from tests.fakes.llm_server import FakeLLM
 ROOT = Path(__file__).resolve().parents[1]
 READY_SECONDS = 60.0
 REPLY_TIMEOUT = 60.0
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 CPU_BOMB = (
     '/t try "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x" hi'
@@ -53,7 +57,7 @@ def _alias_bomb(levels: int = 9) -> str:
     """The "billion laughs": each level lists the one before nine times (9**9 leaves)."""
     names = [chr(ord("a") + i) for i in range(levels)]
     lines = [f"{names[0]}: &{names[0]} [{', '.join(['lol'] * 9)}]"]
-    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip(names, names[1:])]
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(names)]
     return "\n".join(lines) + "\nname: bomb\nnodes: {x: {type: template, text: hi}}\n"
 
 
@@ -80,7 +84,9 @@ class Browser:
 
     @classmethod
     async def open(cls, base: str) -> Browser:
-        session = aiohttp.ClientSession(headers={"Origin": base})
+        session = aiohttp.ClientSession(
+            headers={"Origin": base}, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
         async with session.get(f"{base}/") as page:
             await page.read()
         browser = cls(base, session)
@@ -134,24 +140,41 @@ class Browser:
 
 
 class Probe:
-    """Asks /healthz every 100 ms; keeps the longest time between two answers."""
+    """Asks /healthz every 100 ms from a thread of its own (so the benchmark's own event
+    loop, busy with 70 browsers, cannot delay it); keeps the time between two answers."""
 
     def __init__(self, base: str) -> None:
-        self.base = base
-        self.gaps: list[float] = []
+        self.address = base.removeprefix("http://")
+        self.gaps: list[tuple[float, float]] = []  # (when, seconds since the answer before)
         self.statuses: dict[int, int] = {}
-        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
 
-    async def run(self) -> None:
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with session.get(f"{self.base}/healthz", timeout=5) as answer:
-                        self.statuses[answer.status] = self.statuses.get(answer.status, 0) + 1
-                        now = time.monotonic()
-                        self.gaps.append(now - self._last)
-                        self._last = now
-                await asyncio.sleep(0.1)
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.1):
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                connection = http.client.HTTPConnection(self.address, timeout=5)
+                try:
+                    connection.request("GET", "/healthz")
+                    status = connection.getresponse().status
+                finally:
+                    connection.close()
+                now = time.monotonic()
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                self.gaps.append((now, now - last))
+                last = now
+
+    def longest(self) -> float:
+        return max(gap for _, gap in self.gaps)
 
 
 @contextlib.asynccontextmanager
@@ -221,11 +244,14 @@ def hostile_inputs(base: str, home: Path, secret: str, browsers: list[Browser]) 
 
     def hook(what: str, payload: bytes, expected_status: int) -> Hostile:
         async def send() -> tuple[str, str, bool]:
-            async with aiohttp.ClientSession() as session, session.post(
-                f"{base}/hooks/hook",
-                data=payload,
-                headers={"X-Switchboard-Secret": secret, "Content-Type": "application/json"},
-            ) as answer:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"{base}/hooks/hook",
+                    data=payload,
+                    headers={"X-Switchboard-Secret": secret, "Content-Type": "application/json"},
+                ) as answer,
+            ):
                 text = await answer.text()
                 return (
                     what,
@@ -253,9 +279,10 @@ def hostile_inputs(base: str, home: Path, secret: str, browsers: list[Browser]) 
 
         return send
 
+    path = home / "bomb.yaml"
+    path.write_text(YAML_BOMB)
+
     async def yaml_cli() -> tuple[str, str, bool]:
-        path = home / "bomb.yaml"
-        path.write_text(YAML_BOMB)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -293,7 +320,7 @@ def hostile_inputs(base: str, home: Path, secret: str, browsers: list[Browser]) 
         hook("webhook nested-JSON bomb", nested, 400),
         hook("webhook nested-JSON bomb", nested, 400),
         hook("webhook oversized body", wide * 2, 413),
-        hook("webhook oversized body", wide * 2, 413),
+        hook("webhook YAML alias bomb", YAML_BOMB.encode(), 400),
         yaml_cli,
         yaml_cli,
         upload(next(who)),
@@ -315,29 +342,31 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with temp_home() as home:
         async with FakeLLM() as llm, switchboard_up(home, llm) as base:
             secret = await _webhook(home)
-            probe = Probe(base)
-            probing = asyncio.create_task(probe.run())
             people = [await Browser.open(base) for _ in range(args.conversations)]
             strangers = [await Browser.open(base) for _ in range(20)]
             try:
-                say(f"warm-up: {args.conversations} messages")
-                await ordinary(people, args.conversations, args.rate)
-                say(f"quiet: {args.n} messages at {args.rate}/s")
-                quiet = await ordinary(people, args.n, args.rate)
-                say("hostile: the same, with 20 hostile inputs from other conversations")
-                calm, attacks = await asyncio.gather(
-                    ordinary(people, args.n, args.rate),
-                    spread(hostile_inputs(base, home, secret, strangers), args.n / args.rate),
-                )
+                with Probe(base) as probe:
+                    say(f"warm-up: {args.conversations} messages")
+                    await ordinary(people, args.conversations, args.rate)
+                    say(f"quiet: {args.n} messages at {args.rate}/s")
+                    quiet = await ordinary(people, args.n, args.rate)
+                    quiet_gap = probe.longest()
+                    say("hostile: the same, with 20 hostile inputs from other conversations")
+                    hostile_start = time.monotonic()
+                    calm, attacks = await asyncio.gather(
+                        ordinary(people, args.n, args.rate),
+                        spread(hostile_inputs(base, home, secret, strangers), args.n / args.rate),
+                    )
             finally:
-                probing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probing
                 for browser in people + strangers:
                     await browser.close()
             quarantined = await _quarantined(home)
-    for what, answer, specific in attacks:
-        say(f"  {'ok ' if specific else 'BAD'} {what}: {answer[:140]!r}")
+    for i, (what, answer, specific) in enumerate(attacks):
+        at = i * args.n / args.rate / len(attacks)
+        say(f"  {'ok ' if specific else 'BAD'} +{at:4.1f} s {what}: {answer[:120]!r}")
+    for when, gap in sorted(probe.gaps, key=lambda g: -g[1])[:3]:
+        at = when - hostile_start
+        say(f"  /healthz answered {gap:.2f} s after the answer before, at {at:+.1f} s")
     quiet_p99, hostile_p99 = percentile(quiet, 99), percentile(calm, 99)
     return {
         "quiet_p50_ms": ms(percentile(quiet, 50)),
@@ -345,7 +374,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "hostile_p50_ms": ms(percentile(calm, 50)),
         "hostile_p99_ms": ms(hostile_p99),
         "ratio": round(hostile_p99 / quiet_p99, 2),
-        "max_health_gap_ms": ms(max(probe.gaps)),
+        "max_health_gap_ms": ms(probe.longest()),
+        "quiet_max_health_gap_ms": ms(quiet_gap),
         "health_statuses": probe.statuses,
         "hostile_inputs": len(attacks),
         "specific_refusals": sum(specific for _, _, specific in attacks),
@@ -375,20 +405,19 @@ async def _webhook(home: Path) -> str:
 
 
 async def _quarantined(home: Path) -> int:
-    """Messages set aside after using all their attempts (`switchboard messages failed`)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "messages",
-        "failed",
-        cwd=ROOT,
-        env={**os.environ, "SWITCHBOARD_HOME": str(home)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, _ = await process.communicate()
-    return sum(1 for line in out.decode().splitlines() if line.startswith("#"))
+    """Messages set aside after using all their tries (what `switchboard messages failed`
+    shows as "set aside after N attempts")."""
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://postgres@/switchboard?host={home / 'postgres'}")
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE status = 'failed' "
+            "AND error LIKE 'set aside after%'"
+        )
+    finally:
+        await conn.close()
+    return int(found)
 
 
 def main() -> None:

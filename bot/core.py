@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Core:
     _llm: LLMGateway | None = None
     _tools: ToolRegistry | None = None
     _sandbox: Sandbox | None = None
+    _gateway_import: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @functools.cached_property
     def autocommit(self) -> AsyncEngine:
@@ -69,6 +71,13 @@ class Core:
 
             self._llm = LLMGateway(self.settings, StoredCalls(self.autocommit))
         return self._llm
+
+    async def load_llm(self) -> None:
+        """Import litellm (seconds of work) once, in a thread, so the event loop that serves
+        everyone never stops for it: jobs that may call a model await this before they start."""
+        if self._gateway_import is None:
+            self._gateway_import = asyncio.ensure_future(asyncio.to_thread(_load_gateway))
+        await asyncio.shield(self._gateway_import)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -93,3 +102,9 @@ class Core:
 
             self._tools = catalog()
         return self._tools
+
+
+def _load_gateway() -> None:
+    from bot import llm
+
+    llm.load()

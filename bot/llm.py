@@ -325,6 +325,11 @@ class _SinkError(Exception):
 # -- litellm plumbing -------------------------------------------------------------------
 
 
+def load() -> None:
+    """Import and set up litellm now (seconds of work: Core.load_llm runs this in a thread)."""
+    _litellm()
+
+
 @functools.cache
 def _litellm() -> Any:
     litellm: Any = importlib.import_module("litellm")

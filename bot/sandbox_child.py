@@ -33,7 +33,6 @@ from bot.templating import (
 )
 from bot.values import to_json
 
-
 NICENESS = 10  # added to the child's scheduling niceness: the core is served first
 
 

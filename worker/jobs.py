@@ -10,6 +10,7 @@ from workflows import runs, schedule
 
 
 async def handle_message(ctx: dict[str, Any], message_id: int) -> list[int]:
+    await ctx["core"].load_llm()
     return await handler.handle(ctx["core"], message_id)
 
 
@@ -18,6 +19,7 @@ async def deliver(ctx: dict[str, Any], outbox_id: int) -> str:
 
 
 async def run_workflow(ctx: dict[str, Any], run_id: int) -> str:
+    await ctx["core"].load_llm()
     return (await runs.advance(ctx["core"], run_id)).status
 
 

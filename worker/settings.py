@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -42,6 +43,8 @@ def build_worker(
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["core"] = core
+        # The model gateway loads in a thread while the worker starts, off the event loop.
+        ctx["loading_llm"] = asyncio.ensure_future(core.load_llm())
         ctx["senders"] = build_senders(ctx["redis"])
         ctx["liveness"] = Liveness(ctx["redis"], settings.queue_name)
         await ctx["liveness"].start()
