@@ -367,6 +367,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for when, gap in sorted(probe.gaps, key=lambda g: -g[1])[:3]:
         at = when - hostile_start
         say(f"  /healthz answered {gap:.2f} s after the answer before, at {at:+.1f} s")
+    slowest = sorted(range(len(calm)), key=lambda i: -calm[i])[:5]
+    say(
+        "  slowest ordinary replies while hostile: "
+        + ", ".join(f"{ms(calm[i]):.0f} ms at {i / args.rate:+.1f} s" for i in slowest)
+    )
     quiet_p99, hostile_p99 = percentile(quiet, 99), percentile(calm, 99)
     return {
         "quiet_p50_ms": ms(percentile(quiet, 50)),
