@@ -10,9 +10,9 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
-from bot import access, attempts, outbox, replies
+from bot import access, attempts, outbox, people, replies
 from bot.core import Core
-from bot.errors import UserFacingError
+from bot.errors import LimitExceeded, UserFacingError
 from bot.health import outage
 from bot.locks import HANDLING, conversation_lock
 from bot.messages import Attachment, ConversationRef
@@ -115,6 +115,10 @@ async def _route(core: Core, turn: Turn) -> Reply:
     try:
         async with asyncio.timeout(limit) as bound:
             return await _answer(core, turn)
+    except LimitExceeded as exc:  # hostile or unlucky: refused, and the refusal kept
+        actor = f"user:{turn.user_id}" if turn.user_id else "unknown"
+        await people.refuse(core, actor, f"message:{turn.message_id}", exc.text)
+        return Reply(exc.text, error=exc.text)
     except UserFacingError as exc:
         return Reply(exc.text, error=exc.text)
     except TimeoutError:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from bot import replies
 from bot.app import Runtime
 from bot.messages import Attachment, ConversationRef
-from bot.storage.models import Message, PromptActionRun, StoredFile
+from bot.storage.models import AuditEvent, Message, PromptActionRun, StoredFile
 from tests.fakes.llm_server import FakeLLM
 from tests.support import delivered, drain, in_browser, loop_gaps, outbox_rows, reply_to, say
 
@@ -117,6 +117,17 @@ async def test_each_bomb_gets_the_sentence_for_its_bound(runtime: Runtime) -> No
     }
     for command, sentence in cases.items():
         assert (await reply_to(runtime, command)).text == sentence, command
+
+    async with runtime.core.sessions() as session:
+        refusals = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "refused").order_by(AuditEvent.id)
+            )
+        ).all()
+    assert [(e.actor.startswith("user:"), e.data["why"]) for e in refusals] == [
+        (True, sentence) for sentence in cases.values()
+    ]
+    assert all(e.subject.startswith("message:") for e in refusals)
 
 
 NOTES = Attachment("notes.txt", "text/plain", data=b"- ship on Friday\n- Ann owns the demo")
