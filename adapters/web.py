@@ -29,9 +29,11 @@ from adapters.base import Dispatch
 from adapters.local import LocalStream, Resume, StreamEntry
 from adapters.markdown import to_html
 from adapters.webguard import API_PREFIX, FILE_POLICY, allowed_hosts, guards
+from bot import replies
 from bot.conversation import Line
 from bot.errors import ServiceError, ServiceUnavailable, UserFacingError
 from bot.files import MAX_FILE, MAX_FILE_TEXT, kind_of
+from bot.health import outage
 from bot.messages import (
     Attachment,
     Author,
@@ -509,6 +511,11 @@ async def _api_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except RedisError as exc:  # a message stored but not queued is queued by the recovery sweep
         log.warning("%s %s refused: the queue failed (%s)", request.method, request.path, exc)
         return _problem(503, QUEUE_DOWN, retry=True)
-    except Exception:
+    except Exception as exc:
+        if outage(exc) == "database":  # nothing was stored: the page sends it again
+            log.warning(
+                "%s %s refused: the database failed (%s)", request.method, request.path, exc
+            )
+            return _problem(503, replies.database_down(), retry=True)
         log.exception("%s %s failed", request.method, request.path)
         return _problem(500, UNEXPECTED, retry=False)

@@ -309,3 +309,7 @@ def database_down() -> str:
         "Your message was not saved: Switchboard's database is not answering right now "
         "(it is restarted by itself). Send it again in a moment."
     )
+
+
+def service_down_retry() -> str:
+    return "Switchboard's database or queue is not answering right now; deliver this again later."

@@ -32,6 +32,7 @@ import pytest
 
 from bot.app import Runtime, open_runtime
 from bot.config import Settings
+from bot.health import outage
 from bot.messages import ConversationRef
 from tests.fakes.llm_server import FakeLLM
 from tests.support import ROOT, wait_until
@@ -310,7 +311,20 @@ async def _start_runs(runtime: Runtime, phase: int) -> None:
     for k in range(RUNS_PER_PHASE):
         n = phase * RUNS_PER_PHASE + k
         ref = ConversationRef(channel="web", chat=f"runs-{n % 2}")
-        await runs.start(runtime.core, "chaos", {"n": n}, trigger="shell", ref=ref)
+        for attempt in range(20):  # as any caller does: a statement that met the outage again
+            try:
+                await runs.start(
+                    runtime.core,
+                    "chaos",
+                    {"n": n},
+                    trigger="shell",
+                    ref=ref,
+                    idempotency_key=str(n),
+                )
+                break
+            except Exception as exc:
+                assert outage(exc) is not None and attempt < 19, repr(exc)
+                await asyncio.sleep(0.5)
 
 
 # --- the verdict ------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from bot import replies
 from bot.core import Core
+from bot.health import outage
 from bot.storage.models import Workflow
 from bot.values import MAX_DEPTH, read_json
 from workflows import runs, store
@@ -59,6 +61,10 @@ def routes(core: Core) -> list[web.RouteDef]:
             return _answer(exc.status, error=exc.text)
         except WorkflowError as exc:
             return _answer(400, error=exc.text)
+        except Exception as exc:
+            if outage(exc) is None:
+                raise
+            return _answer(503, error=replies.service_down_retry())  # senders deliver again
         return _answer(202, run_id=run_id, workflow=workflow, status="queued")
 
     return [web.post("/hooks/{name}", start)]
