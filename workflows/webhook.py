@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from bot import replies
+from bot import people, replies
 from bot.core import Core
 from bot.health import outage
 from bot.storage.models import Workflow
@@ -49,18 +49,19 @@ def new_secret() -> tuple[str, str]:
 def routes(core: Core) -> list[web.RouteDef]:
     async def start(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if not await _authorised(core, name, _secret(request)):
-            return _answer(401, error=f"Wrong or missing {HEADER} for this workflow.")
         try:
+            if not await _authorised(core, name, _secret(request)):
+                raise _Refused(401, f"Wrong or missing {HEADER} for this workflow.")
             inputs = await _inputs(request)
             key = _delivery_key(request, inputs, await _webhook_of(core, name))
             run_id, workflow = await runs.start(
                 core, name, inputs, trigger="webhook", idempotency_key=key
             )
-        except _Refused as exc:
-            return _answer(exc.status, error=exc.text)
-        except WorkflowError as exc:
-            return _answer(400, error=exc.text)
+        except (_Refused, WorkflowError) as exc:
+            status = exc.status if isinstance(exc, _Refused) else 400
+            # Anyone who finds the address may call it: every refusal is kept.
+            await people.refuse(core, f"webhook:{request.remote}", f"workflow:{name}", exc.text)
+            return _answer(status, error=exc.text)
         except Exception as exc:
             if outage(exc) is None:
                 raise

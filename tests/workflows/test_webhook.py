@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.app import Runtime
 from bot.config import Settings
-from bot.storage.models import WorkflowRun, WorkflowStep
+from bot.storage.models import AuditEvent, WorkflowRun, WorkflowStep
 from tests.support import drain, serve
 from workflows import store, webhook
 from workflows.validate import WorkflowInvalid, load
@@ -74,6 +74,28 @@ async def test_ten_concurrent_deliveries_with_one_key_start_one_run(
     assert {body["run_id"] for _, body in answers} == {1}
     assert await _runs(runtime) == 2
     await drain(runtime)
+
+
+async def test_every_refused_delivery_is_audited(runtime: Runtime, hooks: str) -> None:
+    name, secret = await _enable(runtime, ECHO)
+    async with aiohttp.ClientSession() as client:
+        wrong = await client.post(f"{hooks}/{name}", json={}, headers={webhook.HEADER: "guess"})
+        bad = await client.post(f"{hooks}/{name}", data=b"[1]", headers={webhook.HEADER: secret})
+        assert (wrong.status, bad.status) == (401, 400)
+    async with runtime.core.sessions() as session:
+        refusals = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "refused").order_by(AuditEvent.id)
+            )
+        ).all()
+    assert [(e.actor, e.subject, e.data["why"]) for e in refusals] == [
+        (
+            "webhook:127.0.0.1",
+            "workflow:echo",
+            "Wrong or missing X-Switchboard-Secret for this workflow.",
+        ),
+        ("webhook:127.0.0.1", "workflow:echo", webhook.NOT_AN_OBJECT),
+    ]
 
 
 async def test_a_workflow_names_its_own_delivery_header_or_body_field(
