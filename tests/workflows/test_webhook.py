@@ -71,7 +71,8 @@ async def test_ten_concurrent_deliveries_with_one_key_start_one_run(
         assert other.status == 202
 
     assert {status for status, _ in answers} == {202}
-    assert {body["run_id"] for _, body in answers} == {1}
+    # One run for all ten (which id it got depends on which copy won the race).
+    assert len({body["run_id"] for _, body in answers}) == 1
     assert await _runs(runtime) == 2
     await drain(runtime)
 
