@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.channels import Capabilities, Dispatch
 from bot.errors import AdapterError
 from bot.messages import ConversationRef, OutgoingMessage, SentRef
 
@@ -52,13 +53,6 @@ return id
 WRITING_SECONDS = 15 * 60
 
 
-LOCAL_CHANNELS = ("terminal", "web")
-
-
-def local_channels(redis: Redis) -> dict[str, LocalStream]:
-    return {channel: LocalStream(redis, channel) for channel in LOCAL_CHANNELS}
-
-
 def stream_key(channel: str, chat: str) -> str:
     return f"switchboard:local:{channel}:{chat}"
 
@@ -87,9 +81,20 @@ class Resume:
 
 
 class LocalStream:
+    """A local channel's side in the queue's Redis. As a channel (the terminal's), it only
+    sends: its client (`switchboard chat`) receives in its own process and dispatches there."""
+
+    capabilities = Capabilities(text_limit=1024 * 1024, dialect="markdown")
+
     def __init__(self, redis: Redis, channel: str) -> None:
         self.redis = redis
         self.channel = channel
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Nothing to listen to: see the class."""
+
+    async def stop(self) -> None:
+        """Nothing was opened: the Redis pool is the process's."""
 
     async def send(self, out: OutgoingMessage) -> SentRef:
         chat = out.ref.chat

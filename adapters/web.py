@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,14 +25,22 @@ from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from adapters.base import Dispatch
+from adapters.http import MAX_BODY
 from adapters.local import LocalStream, Resume, StreamEntry
 from adapters.markdown import to_html
-from adapters.webguard import API_PREFIX, FILE_POLICY, allowed_hosts, guards
+from adapters.webguard import API_PREFIX, FILE_POLICY
 from bot import replies
-from bot.conversation import Line
-from bot.errors import ServiceError, ServiceUnavailable, UserFacingError
-from bot.files import MAX_FILE, MAX_FILE_TEXT, kind_of
+from bot.channels import (
+    MAX_FILE,
+    MAX_FILE_TEXT,
+    Capabilities,
+    Dispatch,
+    History,
+    Line,
+    MessageFile,
+)
+from bot.errors import ServiceUnavailable, UserFacingError
+from bot.files import kind_of
 from bot.health import outage
 from bot.messages import (
     Attachment,
@@ -57,10 +65,8 @@ _CHAT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 MAX_ID = 128  # characters of a message id the page chooses
 KEEPALIVE = 5.0  # seconds between comments on an idle event stream
-# The app's request limit: JSON messages, and whatever the extra routes (webhooks) read whole.
-# A form with files is streamed part by part (which that limit does not cover) and is held to
-# the limits below instead.
-MAX_BODY = 1024 * 1024
+# A form with files is streamed part by part (which the server's MAX_BODY does not cover)
+# and is held to the limits below instead.
 MAX_FILES = 5
 # The files, the text and id fields, and the multipart framing around them.
 MAX_UPLOAD = MAX_FILES * MAX_FILE + 2 * MAX_BODY
@@ -82,6 +88,7 @@ UNEXPECTED = (
     "Switchboard failed on this request with an unexpected error; the details are in the "
     "output of `switchboard up`."
 )
+STOPPING = "Switchboard is stopping; the page sends the message again by itself."
 QUEUE_DOWN = "The queue (Redis) is not reachable right now; the page tries again by itself."
 
 
@@ -92,90 +99,59 @@ def unavailable(exc: ServiceUnavailable) -> str:
     )
 
 
-History = Callable[[ConversationRef], Awaitable[list[Line]]]
-# A file of a message of the conversation at the ref (message id, position), or None.
-Files = Callable[[ConversationRef, int, int], Awaitable[Attachment | None]]
-
-
 class WebAdapter:
-    """The web chat's server. ``extra_routes`` (webhooks, a health check) are served beside
-    the chat's and replace a route of the chat at the same path; ``hosts`` are the names it
-    answers to besides loopback and ``host``; without ``files`` there are no download links
+    """The web chat: its routes join the process's HTTP server (``adapters.http``), its
+    replies go through the chat's stream. Without ``files`` there are no download links
     for past messages."""
 
     channel = CHANNEL
+    capabilities = Capabilities(text_limit=MAX_BODY, dialect="markdown")
 
     def __init__(
         self,
         redis: Redis,
-        host: str,
-        port: int,
         history: History,
-        extra_routes: Sequence[web.RouteDef] = (),
         *,
-        files: Files | None = None,
-        hosts: Sequence[str] = (),
+        files: MessageFile | None = None,
         keepalive: float = KEEPALIVE,
     ) -> None:
         self.stream = LocalStream(redis, CHANNEL)
-        self.host, self.port = host, port
         self.history = history
         self.files = files
-        self.extra_routes = extra_routes
-        self.hosts = allowed_hosts(host, hosts)
         self.keepalive = keepalive
         self.listeners = 0  # event streams open now
-        self._runner: web.AppRunner | None = None
         self._dispatch: Dispatch | None = None
         self._stopping = asyncio.Event()  # open event streams end when it is set
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     async def start(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
         self._stopping.clear()
-        app = web.Application(client_max_size=MAX_BODY)
-        guards(app, self.hosts)
-        app.middlewares.append(_api_errors)
-        taken = {route.path for route in self.extra_routes if isinstance(route, web.RouteDef)}
-        app.router.add_routes([r for r in self._routes() if r.path not in taken])
-        app.router.add_routes(self.extra_routes)
-        # An open event stream must not hold up shutdown.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise ServiceError(
-                f"The web chat cannot listen on {self.host}:{self.port} ({exc.strerror}). "
-                "Is Switchboard already running? Choose another port with --port."
-            ) from exc
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
 
     async def send(self, out: OutgoingMessage) -> SentRef:
         return await self.stream.send(out)
 
+    async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
+        await self.stream.delta(ref, in_reply_to, text)
+
+    async def status(self, ref: ConversationRef, key: str, text: str) -> None:
+        await self.stream.status(ref, key, text)
+
     async def stop(self) -> None:
         self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._dispatch = None
 
-    def _routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[web.RouteDef]:
         routes = [
             web.get("/", self._page),
             web.get("/healthz", self._health),
-            web.post("/api/messages", self._post),
-            web.get("/api/events", self._events),
-            web.get("/api/history", self._history),
+            web.post("/api/messages", _api_errors(self._post)),
+            web.get("/api/events", _api_errors(self._events)),
+            web.get("/api/history", _api_errors(self._history)),
         ]
         if self.files is not None:
-            routes.append(web.get(r"/api/files/{message:\d{1,18}}/{index:\d{1,3}}", self._file))
+            routes.append(
+                web.get(r"/api/files/{message:\d{1,18}}/{index:\d{1,3}}", _api_errors(self._file))
+            )
         return [*routes, *(web.get(f"/static/{p.name}", _static(p)) for p in _assets())]
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
@@ -202,7 +178,8 @@ class WebAdapter:
             return _problem(exc.status, exc.text)
         if len(external_id) > MAX_ID:
             return _problem(400, BAD_ID)
-        assert self._dispatch is not None
+        if self._dispatch is None:
+            return _problem(503, STOPPING, retry=True)
         incoming = IncomingMessage(
             ref=ConversationRef(channel=CHANNEL, chat=chat),
             # Unique in the channel, as receive() deduplicates: a page's retry is recognised,
@@ -493,29 +470,30 @@ def _static(path: Path) -> Handler:
     return serve
 
 
-@web.middleware
-async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _api_errors(handler: Handler) -> Handler:
     """The chat's API answers in JSON whatever fails: 503 with ``retry`` for a service that
     is down (nothing was stored), 500 with a sentence, never a traceback, for the rest."""
-    if not request.path.startswith(API_PREFIX):
-        return await handler(request)
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except ServiceUnavailable as exc:
-        log.warning(
-            "%s %s refused: %s is down (%s)", request.method, request.path, exc.service, exc
-        )
-        return _problem(503, unavailable(exc), retry=True)
-    except RedisError as exc:  # a message stored but not queued is queued by the recovery sweep
-        log.warning("%s %s refused: the queue failed (%s)", request.method, request.path, exc)
-        return _problem(503, QUEUE_DOWN, retry=True)
-    except Exception as exc:
-        if outage(exc) == "database":  # nothing was stored: the page sends it again
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except ServiceUnavailable as exc:
             log.warning(
-                "%s %s refused: the database failed (%s)", request.method, request.path, exc
+                "%s %s refused: %s is down (%s)", request.method, request.path, exc.service, exc
             )
-            return _problem(503, replies.database_down(), retry=True)
-        log.exception("%s %s failed", request.method, request.path)
-        return _problem(500, UNEXPECTED, retry=False)
+            return _problem(503, unavailable(exc), retry=True)
+        except RedisError as exc:  # a message stored but not queued is queued by the sweep
+            log.warning("%s %s refused: the queue failed (%s)", request.method, request.path, exc)
+            return _problem(503, QUEUE_DOWN, retry=True)
+        except Exception as exc:
+            if outage(exc) == "database":  # nothing was stored: the page sends it again
+                log.warning(
+                    "%s %s refused: the database failed (%s)", request.method, request.path, exc
+                )
+                return _problem(503, replies.database_down(), retry=True)
+            log.exception("%s %s failed", request.method, request.path)
+            return _problem(500, UNEXPECTED, retry=False)
+
+    return answer

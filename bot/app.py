@@ -16,13 +16,14 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.local import local_channels
+from adapters.registry import build_channels
 from bot import access, health, services
+from bot.channels import Channels, Line, Wiring
 from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
 from bot.errors import ServiceUnavailable
-from bot.messages import Attachment, OutgoingMessage
+from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.queue import ArqQueue, connect
 from bot.router import CommandRegistry
 from bot.storage import db
@@ -81,9 +82,9 @@ async def open_runtime(
             queue=ArqQueue(redis, settings.queue_name),
             commands=build_commands(),
             responder=PersonaResponder(),
-            live=local_channels(redis),
             interceptors=[take_answer],
         )
+        core.channels = channels_for(core, redis)
         async with contextlib.aclosing(core):
             if prepare:
                 await prepare_storage(core, config=config)
@@ -101,6 +102,23 @@ async def open_runtime(
         await probe_engine.dispose()
         if embedded is not None:
             await asyncio.to_thread(embedded.release)
+
+
+def channels_for(core: Core, redis: ArqRedis) -> Channels:
+    """The channels the settings enable, reading what they need through ``core``."""
+    from bot import files
+    from bot.conversation import message_file, transcript
+
+    async def history(ref: ConversationRef) -> list[Line]:
+        return await transcript(core, ref)
+
+    async def stored_file(ref: ConversationRef, message_id: int, index: int) -> Attachment | None:
+        return await message_file(core, ref, message_id, index)
+
+    async def content(attachment: Attachment) -> bytes:
+        return await files.content(core.engine, attachment)
+
+    return build_channels(Wiring(core.settings, redis, history, stored_file, content))
 
 
 def _keep_alive(embedded: services.EmbeddedServices | None) -> asyncio.Task[None] | None:
@@ -319,30 +337,27 @@ async def run_up(
 ) -> None:
     """`switchboard up`: services, schema, personas, the web chat and a worker, until a
     signal; ``/healthz`` tells how each part is."""
-    from adapters.web import WebAdapter
-    from bot.conversation import message_file, receive, transcript
+    from adapters.http import HttpServer
+    from bot.conversation import receive
 
     async with _stop_signals() as stopping, open_runtime(settings) as runtime:
-        web = WebAdapter(
-            runtime.redis,
-            host,
-            port,
-            lambda ref: transcript(runtime.core, ref),
-            extra_routes=[*webhook.routes(runtime.core), health.route(runtime.health)],
-            files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
-            hosts=settings.web_hosts,
-        )
+        channels = runtime.core.channels
+        server = HttpServer(host, port, settings.web_hosts)
+        server.add(channels.routes())
+        server.add([*webhook.routes(runtime.core), health.route(runtime.health)])
         runtime.health.add("worker", "worker", worker_check(runtime))
-        runtime.health.add("web", "channel", health.listening(lambda: (web.host, web.port)))
-        await web.start(lambda incoming: receive(runtime.core, incoming))
+        runtime.health.add("web", "channel", health.listening(lambda: (server.host, server.port)))
         try:
+            await channels.start(lambda incoming: receive(runtime.core, incoming))
+            await server.start()
             async with in_process_worker(runtime):
                 await _first_poll(runtime, FIRST_POLL_SECONDS)
                 if ready is not None:
-                    ready(web.url, runtime)
+                    ready(server.url, runtime)
                 await stopping.wait()
         finally:
-            await web.stop()
+            await channels.stop()  # first: the web chat's open event streams end
+            await server.stop()
 
 
 FIRST_POLL_SECONDS = 10.0

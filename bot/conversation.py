@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import files, people, replies
+from bot.channels import Line, Received
 from bot.core import Core
 from bot.errors import ServiceUnavailable
 from bot.health import describe, outage
@@ -26,13 +27,6 @@ from bot.queue import HANDLE_MESSAGE
 from bot.storage.models import ChannelAccount, Conversation, Message, Outbox, Persona, User
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Received:
-    message_id: int
-    conversation_id: int
-    duplicate: bool
 
 
 def handle_job_id(message_id: int, attempt: int | str = 0) -> str:
@@ -241,18 +235,6 @@ async def reset_context(core: Core, conversation_id: int) -> None:
             .where(Conversation.id == conversation_id)
             .values(context_since=func.now())
         )
-
-
-@dataclass(frozen=True)
-class Line:
-    """One message of a transcript, as a channel shows past messages."""
-
-    message_id: int
-    direction: str
-    text: str
-    in_reply_to: int | None
-    files: tuple[str, ...] = ()  # names of the files it carried
-    key: str = ""  # a reply's idempotency key: the same reply arriving live is shown once
 
 
 def _at(ref: ConversationRef) -> ColumnElement[bool]:

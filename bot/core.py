@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.channels import Channels
 from bot.config import Settings
-from bot.messages import ConversationRef
 from bot.queue import Queue
 from bot.router import CommandRegistry
 from bot.turns import Reply, Turn
@@ -20,15 +20,6 @@ if TYPE_CHECKING:
     from bot.llm import LLMGateway
     from bot.sandbox import Sandbox
     from bot.tools import ToolRegistry
-
-
-class LiveText(Protocol):
-    """A channel that can show a reply while it is being written, and keep one status line
-    up to date in place (optional capability)."""
-
-    async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
-
-    async def status(self, ref: ConversationRef, key: str, text: str) -> None: ...
 
 
 # Looks at a message before the persona does (an answer a workflow waits for); None: not mine.
@@ -49,7 +40,8 @@ class Core:
     queue: Queue
     commands: CommandRegistry = field(default_factory=CommandRegistry)
     responder: Responder | None = None
-    live: Mapping[str, LiveText] = field(default_factory=dict)
+    # The channels replies go out through (composition roots fill it from the settings).
+    channels: Channels = field(default_factory=lambda: Channels(()))
     interceptors: list[Interceptor] = field(default_factory=list)
     _llm: LLMGateway | None = None
     _tools: ToolRegistry | None = None

@@ -20,12 +20,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot import replies
+from bot.channels import MAX_FILE, MAX_FILE_TEXT
 from bot.errors import UserFacingError
 from bot.messages import Attachment
 from bot.storage.models import StoredFile
 
-MAX_FILE = 25 * 1024 * 1024  # what chat platforms accept; larger files are refused
-MAX_FILE_TEXT = f"{MAX_FILE // 2**20} MB"
 TOO_LARGE = "chat platforms refuse larger files; send a smaller one or a link"
 TEXT_TYPES = (
     "application/json",

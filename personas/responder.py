@@ -111,7 +111,7 @@ def _live(core: Core, turn: Turn) -> DeltaSink | None:
     Pieces are gathered and passed on at most every ``LIVE_INTERVAL``: a person cannot read
     faster, and every update costs a write. The finished reply still comes by the outbox.
     """
-    channel = core.live.get(turn.ref.channel)
+    channel = core.channels.live(turn.ref.channel)
     if channel is None or not core.settings.stream_replies:
         return None
     pending: list[str] = []

@@ -8,16 +8,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import func, select
 
+from adapters.http import HttpServer
 from adapters.local import LocalStream
+from adapters.web import WebAdapter
 from bot.app import Runtime
+from bot.channels import Dispatch
 from bot.config import Settings
-from bot.conversation import Received, receive
+from bot.conversation import Received, message_file, receive, transcript
 from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message, Outbox
 from worker.settings import build_worker, health_check_key
@@ -186,3 +190,50 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedWeb:
+    """The web chat on its own HTTP server, as `switchboard up` serves it."""
+
+    adapter: WebAdapter
+    server: HttpServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def listeners(self) -> int:
+        return self.adapter.listeners
+
+    async def stop(self) -> None:
+        await self.adapter.stop()  # open event streams end first
+        await self.server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    runtime: Runtime,
+    dispatch: Dispatch,
+    *,
+    routes: Sequence[web.RouteDef] = (),
+    hosts: Sequence[str] = (),
+    keepalive: float = 0.2,
+) -> AsyncIterator[ServedWeb]:
+    """The web chat (with file links) and ``routes`` on a free port, with a short keep-alive."""
+    adapter = WebAdapter(
+        runtime.redis,
+        lambda ref: transcript(runtime.core, ref),
+        files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
+        keepalive=keepalive,
+    )
+    server = HttpServer("127.0.0.1", 0, hosts)
+    server.add([*adapter.routes(), *routes])
+    await adapter.start(dispatch)
+    await server.start()
+    served = ServedWeb(adapter, server)
+    try:
+        yield served
+    finally:
+        await served.stop()

@@ -1,4 +1,5 @@
-"""Composition root for workers: arq settings, the jobs, and the senders replies go through."""
+"""Composition root for workers: arq settings and the jobs (replies go out through the
+core's channels, built from the settings like every process's)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from typing import Any, TypeVar
 
 from arq import Retry, Worker, cron, func
 
-from adapters.local import local_channels
 from bot.core import Core
 from bot.health import describe, outage
-from bot.outbox import Sender
 from bot.queue import deserialize, redis_settings, serialize
 from worker import jobs
 from worker.liveness import Liveness
@@ -31,11 +30,6 @@ def health_check_key(queue_name: str) -> str:
     return f"{queue_name}:health-check"
 
 
-def build_senders(redis: Any) -> dict[str, Sender]:
-    """One sender per configured channel; platform adapters join as their issues land."""
-    return dict(local_channels(redis))
-
-
 def build_worker(
     core: Core, redis_url: str, *, burst: bool = False, handle_signals: bool = True
 ) -> Worker:
@@ -45,7 +39,7 @@ def build_worker(
         ctx["core"] = core
         # The model gateway loads in a thread while the worker starts, off the event loop.
         ctx["loading_llm"] = asyncio.ensure_future(core.load_llm())
-        ctx["senders"] = build_senders(ctx["redis"])
+        ctx["senders"] = core.channels
         ctx["liveness"] = Liveness(ctx["redis"], settings.queue_name)
         await ctx["liveness"].start()
         # Anything left over from a crash, or stored while the queue was down, is picked up

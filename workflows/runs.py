@@ -10,9 +10,9 @@ from sqlalchemy import column, delete, func, literal_column, select, table, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import locks, outbox, people, replies, usage
+from bot.channels import MAX_FILE
 from bot.conversation import conversation_for
 from bot.core import Core
-from bot.files import MAX_FILE
 from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.people import Viewer
 from bot.storage.models import (
@@ -144,7 +144,7 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
 
     async def progress(run: RunState, text: str) -> None:
-        channel = core.live.get(run.ref.channel) if run.ref else None
+        channel = core.channels.live(run.ref.channel) if run.ref else None
         if channel is not None and run.ref is not None:
             await channel.status(run.ref, f"run:{run.id}", text)
 

@@ -4,7 +4,6 @@ an event, the transcript with its files, and every event of the conversation."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -17,15 +16,15 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from yarl import URL
 
-from adapters.base import Dispatch
-from adapters.web import COOKIE, QUEUE_DOWN, WebAdapter
+from adapters.web import COOKIE, QUEUE_DOWN
 from bot.app import Runtime, in_process_worker
-from bot.conversation import Received, message_file, receive, transcript
+from bot.channels import Received
+from bot.conversation import receive
 from bot.errors import ServiceUnavailable
 from bot.messages import IncomingMessage
 from bot.storage.models import Message
 from tests.fakes.llm_server import FakeLLM
-from tests.support import drain
+from tests.support import ServedWeb, drain, serving
 
 
 @pytest.fixture
@@ -34,26 +33,8 @@ def dispatched() -> list[IncomingMessage]:
     return []
 
 
-@contextlib.asynccontextmanager
-async def serving(runtime: Runtime, dispatch: Dispatch) -> AsyncIterator[WebAdapter]:
-    """The web chat as `switchboard up` builds it, with a short keep-alive."""
-    adapter = WebAdapter(
-        runtime.redis,
-        "127.0.0.1",
-        0,
-        lambda ref: transcript(runtime.core, ref),
-        files=lambda ref, message_id, index: message_file(runtime.core, ref, message_id, index),
-        keepalive=0.2,
-    )
-    await adapter.start(dispatch)
-    try:
-        yield adapter
-    finally:
-        await adapter.stop()
-
-
 @pytest.fixture
-async def web(runtime: Runtime, dispatched: list[IncomingMessage]) -> AsyncIterator[WebAdapter]:
+async def web(runtime: Runtime, dispatched: list[IncomingMessage]) -> AsyncIterator[ServedWeb]:
     async def dispatch(incoming: IncomingMessage) -> Received:
         dispatched.append(incoming)
         return await receive(runtime.core, incoming)
@@ -62,14 +43,14 @@ async def web(runtime: Runtime, dispatched: list[IncomingMessage]) -> AsyncItera
         yield adapter
 
 
-def browser(web: WebAdapter, jar: aiohttp.CookieJar | None = None) -> aiohttp.ClientSession:
+def browser(web: ServedWeb, jar: aiohttp.CookieJar | None = None) -> aiohttp.ClientSession:
     """A client as the page is one: it keeps the chat cookie and says where it comes from."""
     return aiohttp.ClientSession(
         cookie_jar=jar or aiohttp.CookieJar(unsafe=True), headers={"Origin": web.url}
     )
 
 
-def chat_of(client: aiohttp.ClientSession, web: WebAdapter) -> str:
+def chat_of(client: aiohttp.ClientSession, web: ServedWeb) -> str:
     return client.cookie_jar.filter_cookies(URL(web.url))[COOKIE].value
 
 
@@ -102,7 +83,7 @@ async def _next_reply(events: aiohttp.ClientResponse) -> dict[str, object]:
     raise AssertionError("the event stream ended without a reply")
 
 
-async def test_page_post_and_reply_event(runtime: Runtime, web: WebAdapter) -> None:
+async def test_page_post_and_reply_event(runtime: Runtime, web: ServedWeb) -> None:
     async with browser(web) as client:
         page = await client.get(f"{web.url}/")
         assert page.status == 200 and "<title>Switchboard</title>" in await page.text()
@@ -133,7 +114,7 @@ async def test_page_post_and_reply_event(runtime: Runtime, web: WebAdapter) -> N
 
 
 async def test_export_arrives_as_a_downloadable_attachment(
-    runtime: Runtime, web: WebAdapter
+    runtime: Runtime, web: ServedWeb
 ) -> None:
     async with browser(web) as client:
         await client.get(f"{web.url}/")
@@ -146,7 +127,7 @@ async def test_export_arrives_as_a_downloadable_attachment(
     assert attachment["content_type"] == "text/markdown"
 
 
-async def test_bad_requests_get_clear_errors(web: WebAdapter) -> None:
+async def test_bad_requests_get_clear_errors(web: ServedWeb) -> None:
     async with browser(web) as client:
         no_session = await client.post(f"{web.url}/api/messages", json={"text": "hi"})
         assert no_session.status == 400
@@ -169,7 +150,7 @@ async def test_bad_requests_get_clear_errors(web: WebAdapter) -> None:
 
 
 async def test_a_file_posted_with_the_form_reaches_the_conversation(
-    runtime: Runtime, web: WebAdapter, dispatched: list[IncomingMessage]
+    runtime: Runtime, web: ServedWeb, dispatched: list[IncomingMessage]
 ) -> None:
     notes = "Meeting notes: ship the web upload. Café ☕\n".encode()
     async with browser(web) as client:
@@ -197,7 +178,7 @@ async def test_a_file_posted_with_the_form_reaches_the_conversation(
 
 
 async def test_a_file_alone_is_a_message(
-    runtime: Runtime, web: WebAdapter, dispatched: list[IncomingMessage]
+    runtime: Runtime, web: ServedWeb, dispatched: list[IncomingMessage]
 ) -> None:
     async with browser(web) as client:
         await client.get(f"{web.url}/")
@@ -217,7 +198,7 @@ async def test_a_file_alone_is_a_message(
 
 
 async def test_files_up_to_25_mb_and_5_to_a_message(
-    web: WebAdapter, dispatched: list[IncomingMessage]
+    web: ServedWeb, dispatched: list[IncomingMessage]
 ) -> None:
     limit = 25 * 1024 * 1024
     async with browser(web) as client:
@@ -246,7 +227,7 @@ async def test_files_up_to_25_mb_and_5_to_a_message(
     assert [m.text for m in dispatched] == ["big"]
 
 
-async def test_an_empty_form_is_refused(web: WebAdapter, dispatched: list[IncomingMessage]) -> None:
+async def test_an_empty_form_is_refused(web: ServedWeb, dispatched: list[IncomingMessage]) -> None:
     async with browser(web) as client:
         await client.get(f"{web.url}/")
         for form in (_form(""), _form("  \n"), _form(None)):
@@ -287,7 +268,7 @@ async def _until(
 
 
 async def _post(
-    client: aiohttp.ClientSession, web: WebAdapter, text: str, message_id: str = ""
+    client: aiohttp.ClientSession, web: ServedWeb, text: str, message_id: str = ""
 ) -> dict[str, Any]:
     posted = await client.post(f"{web.url}/api/messages", json={"text": text, "id": message_id})
     assert posted.status == 200, await posted.text()
@@ -306,7 +287,7 @@ async def _stored_in(runtime: Runtime) -> list[tuple[str | None, str]]:
 
 
 async def test_the_same_id_in_two_chats_is_two_messages_and_a_retry_is_one(
-    runtime: Runtime, web: WebAdapter
+    runtime: Runtime, web: ServedWeb
 ) -> None:
     async with browser(web) as alice, browser(web) as bob:
         for client in (alice, bob):
@@ -326,7 +307,7 @@ async def test_the_same_id_in_two_chats_is_two_messages_and_a_retry_is_one(
 
 
 async def test_a_message_id_or_chat_cookie_of_the_wrong_shape_is_refused(
-    runtime: Runtime, web: WebAdapter
+    runtime: Runtime, web: ServedWeb
 ) -> None:
     async with browser(web) as client:
         await client.get(f"{web.url}/")
@@ -380,7 +361,7 @@ async def test_a_service_down_is_a_503_to_retry_and_a_failure_leaks_nothing(
 
 
 async def test_closing_the_page_ends_its_event_stream_quietly(
-    web: WebAdapter, caplog: pytest.LogCaptureFixture
+    web: ServedWeb, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with browser(web) as client:
@@ -397,13 +378,13 @@ async def test_closing_the_page_ends_its_event_stream_quietly(
     assert problems == [], [r.getMessage() for r in problems]
 
 
-async def _no_listeners(web: WebAdapter) -> None:
+async def _no_listeners(web: ServedWeb) -> None:
     while web.listeners:
         await asyncio.sleep(0.05)
 
 
 async def test_every_event_of_the_conversation_reaches_every_tab(
-    runtime: Runtime, web: WebAdapter
+    runtime: Runtime, web: ServedWeb
 ) -> None:
     async with browser(web) as tab_a:
         await tab_a.get(f"{web.url}/")
@@ -430,7 +411,7 @@ async def test_every_event_of_the_conversation_reaches_every_tab(
 
 
 async def test_a_reply_being_written_resumes_after_a_reload(
-    runtime: Runtime, web: WebAdapter, llm: FakeLLM
+    runtime: Runtime, web: ServedWeb, llm: FakeLLM
 ) -> None:
     llm.chunk_delay = 0.25
     words = "one two three four five six seven eight nine ten"
@@ -454,7 +435,7 @@ async def test_a_reply_being_written_resumes_after_a_reload(
 
 
 async def test_files_download_after_a_reload_from_their_own_chat_only(
-    runtime: Runtime, web: WebAdapter
+    runtime: Runtime, web: ServedWeb
 ) -> None:
     notes = "Notes ☕\n".encode()
     async with browser(web) as client, browser(web) as stranger:

@@ -13,16 +13,17 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.local import LocalStream
-from adapters.web import COOKIE, WebAdapter
+from adapters.web import COOKIE
 from bot import outbox
 from bot.app import Runtime, in_process_worker
-from bot.conversation import Received, conversation_for, receive
+from bot.channels import Received
+from bot.conversation import conversation_for, receive
 from bot.errors import ServiceUnavailable
 from bot.messages import ConversationRef, IncomingMessage, OutgoingMessage
 from bot.storage.models import Message
 from tests.adapters.chromium import Browser, Tab, chromium
-from tests.adapters.test_web import serving
 from tests.fakes.llm_server import FakeLLM
+from tests.support import ServedWeb, serving
 
 
 class Flaky:
@@ -46,7 +47,7 @@ def dispatch(runtime: Runtime) -> Flaky:
 
 
 @pytest.fixture
-async def web(runtime: Runtime, dispatch: Flaky) -> AsyncIterator[WebAdapter]:
+async def web(runtime: Runtime, dispatch: Flaky) -> AsyncIterator[ServedWeb]:
     async with serving(runtime, dispatch) as adapter, in_process_worker(runtime):
         yield adapter
 
@@ -84,7 +85,7 @@ MARKDOWN = (
 
 
 async def test_a_reply_is_shown_as_safe_markdown_at_phone_and_desktop_width(
-    web: WebAdapter, browser: Browser, llm: FakeLLM, tmp_path: Path
+    web: ServedWeb, browser: Browser, llm: FakeLLM, tmp_path: Path
 ) -> None:
     llm.script(MARKDOWN)
     tab = await browser.tab(web.url, 390, 844)
@@ -118,7 +119,7 @@ async def test_a_reply_is_shown_as_safe_markdown_at_phone_and_desktop_width(
 
 
 async def test_another_tab_sees_messages_replies_workflow_posts_and_status_lines(
-    runtime: Runtime, web: WebAdapter, browser: Browser
+    runtime: Runtime, web: ServedWeb, browser: Browser
 ) -> None:
     first = await browser.tab(web.url)
     second = await browser.tab(web.url)  # same browser: the same chat
@@ -144,7 +145,7 @@ async def test_another_tab_sees_messages_replies_workflow_posts_and_status_lines
 
 
 async def test_a_reload_while_a_reply_is_written_shows_it_whole_and_once(
-    runtime: Runtime, web: WebAdapter, browser: Browser, llm: FakeLLM
+    runtime: Runtime, web: ServedWeb, browser: Browser, llm: FakeLLM
 ) -> None:
     llm.chunk_delay = 0.2
     words = "one two three four five six seven eight nine ten eleven twelve"
@@ -163,7 +164,7 @@ async def test_a_reload_while_a_reply_is_written_shows_it_whole_and_once(
 
 
 async def test_download_links_stay_after_a_reload(
-    runtime: Runtime, web: WebAdapter, browser: Browser
+    runtime: Runtime, web: ServedWeb, browser: Browser
 ) -> None:
     tab = await browser.tab(web.url)
     await send(tab, "/export")
@@ -179,7 +180,7 @@ async def test_download_links_stay_after_a_reload(
 
 
 async def test_a_message_refused_while_the_database_is_down_is_sent_again_once(
-    runtime: Runtime, web: WebAdapter, browser: Browser, dispatch: Flaky
+    runtime: Runtime, web: ServedWeb, browser: Browser, dispatch: Flaky
 ) -> None:
     dispatch.failures.append(ServiceUnavailable("database", "connection refused"))
     tab = await browser.tab(web.url)
@@ -200,7 +201,7 @@ async def test_a_message_refused_while_the_database_is_down_is_sent_again_once(
 
 
 async def test_closing_a_tab_prints_nothing_on_the_server(
-    web: WebAdapter, browser: Browser, caplog: pytest.LogCaptureFixture
+    web: ServedWeb, browser: Browser, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     tab = await browser.tab(web.url)
@@ -210,7 +211,7 @@ async def test_closing_a_tab_prints_nothing_on_the_server(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
-async def _listeners(web: WebAdapter, count: int) -> None:
+async def _listeners(web: ServedWeb, count: int) -> None:
     async def wait() -> None:
         while web.listeners != count:
             await asyncio.sleep(0.05)

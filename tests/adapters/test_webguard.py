@@ -10,11 +10,13 @@ import aiohttp
 import pytest
 from aiohttp import web as aioweb
 
-from adapters.web import COOKIE, WebAdapter
+from adapters.web import COOKIE
 from adapters.webguard import allowed_hosts, host_name
 from bot.app import Runtime
-from bot.conversation import Received, receive, transcript
+from bot.channels import Received
+from bot.conversation import receive
 from bot.messages import IncomingMessage
+from tests.support import ServedWeb, serving
 
 HOOK_ANSWER = {"run_id": 1}
 
@@ -31,22 +33,13 @@ async def _busy(request: aioweb.Request) -> aioweb.Response:
 
 
 @pytest.fixture
-async def web(runtime: Runtime) -> AsyncIterator[WebAdapter]:
+async def web(runtime: Runtime) -> AsyncIterator[ServedWeb]:
     async def dispatch(incoming: IncomingMessage) -> Received:
         return await receive(runtime.core, incoming)
 
-    adapter = WebAdapter(
-        runtime.redis,
-        "127.0.0.1",
-        0,
-        lambda ref: transcript(runtime.core, ref),
-        extra_routes=[aioweb.post("/hooks/ping", _hook), aioweb.get("/healthz", _busy)],
-        hosts=["chat.example.com"],
-        keepalive=0.2,
-    )
-    await adapter.start(dispatch)
-    yield adapter
-    await adapter.stop()
+    routes = [aioweb.post("/hooks/ping", _hook), aioweb.get("/healthz", _busy)]
+    async with serving(runtime, dispatch, routes=routes, hosts=["chat.example.com"]) as served:
+        yield served
 
 
 def test_the_names_answered_to() -> None:
@@ -66,8 +59,8 @@ def test_the_names_answered_to() -> None:
     ]
 
 
-async def test_a_request_for_another_host_name_is_refused_everywhere(web: WebAdapter) -> None:
-    port = web.port
+async def test_a_request_for_another_host_name_is_refused_everywhere(web: ServedWeb) -> None:
+    port = web.server.port
     async with aiohttp.ClientSession() as client:
         for path in ("/", "/api/history", "/healthz", "/static/chat.js"):
             rebound = await client.get(
@@ -97,7 +90,7 @@ async def test_a_request_for_another_host_name_is_refused_everywhere(web: WebAda
             assert (proxied.status, await proxied.json()) == (202, HOOK_ANSWER)
 
 
-async def test_changes_through_the_cookie_must_come_from_the_page(web: WebAdapter) -> None:
+async def test_changes_through_the_cookie_must_come_from_the_page(web: ServedWeb) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         await client.get(f"{web.url}/")
         other_port = re.sub(r":\d+$", ":1", web.url)
@@ -130,7 +123,7 @@ async def test_changes_through_the_cookie_must_come_from_the_page(web: WebAdapte
         assert hook.status == 202
 
 
-async def test_every_response_carries_the_security_headers(web: WebAdapter) -> None:
+async def test_every_response_carries_the_security_headers(web: ServedWeb) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         responses = [
             await client.get(f"{web.url}/"),
@@ -160,7 +153,7 @@ async def test_every_response_carries_the_security_headers(web: WebAdapter) -> N
         assert responses[2].content_type == "text/css"
 
 
-async def test_an_extra_route_replaces_the_chats_own_at_its_path(web: WebAdapter) -> None:
+async def test_an_extra_route_replaces_the_chats_own_at_its_path(web: ServedWeb) -> None:
     async with aiohttp.ClientSession() as client:
         health = await client.get(f"{web.url}/healthz")
     assert (health.status, await health.json()) == (503, {"ok": False, "down": ["database"]})

@@ -10,7 +10,8 @@ import re
 from sqlalchemy import select, update
 
 from bot.app import Runtime
-from bot.conversation import Received, receive
+from bot.channels import Received
+from bot.conversation import receive
 from bot.messages import ConversationRef
 from bot.storage.models import AuditEvent, Message, Outbox, PairingCode
 from tests.fakes.llm_server import FakeLLM

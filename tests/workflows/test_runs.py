@@ -4,6 +4,7 @@ in the same conversation, resumed and retried without repeating finished nodes."
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -269,23 +270,16 @@ async def test_templates_are_listed_and_installed_from_the_chat(runtime: Runtime
 
 
 async def test_a_webhook_starts_a_run_with_the_right_secret_only(runtime: Runtime) -> None:
-    from adapters.web import WebAdapter
-    from bot.conversation import receive, transcript
+    from bot.conversation import receive
+    from tests.support import serving
     from workflows import webhook
 
     await _save(runtime, TRANSLATE)
     async with runtime.core.sessions.begin() as session:
         secret = await store.rotate_webhook_secret(session, "tr")
-    web_chat = WebAdapter(
-        runtime.redis,
-        "127.0.0.1",
-        0,
-        lambda ref: transcript(runtime.core, ref),
-        extra_routes=webhook.routes(runtime.core),
-    )
-    await web_chat.start(lambda incoming: receive(runtime.core, incoming))
-    url = f"{web_chat.url}/hooks/tr"
-    try:
+    dispatch = functools.partial(receive, runtime.core)
+    async with serving(runtime, dispatch, routes=webhook.routes(runtime.core)) as web_chat:
+        url = f"{web_chat.url}/hooks/tr"
         async with aiohttp.ClientSession() as client:
             wrong = await client.post(url, json={"text": "x"}, headers={webhook.HEADER: "nope"})
             unknown = await client.post(
@@ -298,8 +292,6 @@ async def test_a_webhook_starts_a_run_with_the_right_secret_only(runtime: Runtim
             assert (wrong.status, unknown.status, bad.status, good.status) == (401, 401, 400, 202)
             assert (await good.json()) == {"run_id": 1, "workflow": "tr", "status": "queued"}
             assert "unknown input 'colour'" in (await bad.json())["error"]
-    finally:
-        await web_chat.stop()
     await drain(runtime)
     assert (await _run(runtime, 1)).status == "succeeded"
     assert (await _run(runtime, 1)).trigger == "webhook"

@@ -1,0 +1,32 @@
+"""Every channel Switchboard knows, and how each is built when its settings enable it.
+
+A factory returns None for a channel its settings leave off; one whose platform SDK is
+heavy imports it only then. Adding a platform is a module in ``adapters/`` and a line here.
+"""
+
+from __future__ import annotations
+
+from adapters.local import LocalStream
+from bot.channels import Channels, ChatAdapter, Factory, Wiring
+
+
+def _terminal(wiring: Wiring) -> ChatAdapter:
+    return LocalStream(wiring.redis, "terminal")
+
+
+def _web(wiring: Wiring) -> ChatAdapter:
+    from adapters.web import WebAdapter
+
+    return WebAdapter(wiring.redis, wiring.history, files=wiring.message_file)
+
+
+FACTORIES: dict[str, Factory] = {
+    "terminal": _terminal,
+    "web": _web,
+}
+
+
+def build_channels(wiring: Wiring) -> Channels:
+    """The channels the settings enable, each built once."""
+    built = (factory(wiring) for factory in FACTORIES.values())
+    return Channels(adapter for adapter in built if adapter is not None)

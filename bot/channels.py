@@ -1,0 +1,160 @@
+"""The channel seam: what an adapter is given and what it provides, and nothing else.
+
+An adapter imports this module and ``bot.messages`` alone. It is built by a factory from a
+``Wiring`` (settings, the Redis pool, and the few reads of stored data it may need), and it
+provides the ``ChatAdapter`` protocol plus, where its platform can, the small optional
+capabilities below. ``Channels`` is the one registry of the channels a process serves:
+`switchboard up` starts their listeners, and every process sends through it (the outbox)
+and shows progress through it (``LiveText``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from bot.config import Settings
+
+MAX_FILE = 25 * 1024 * 1024  # what chat platforms accept; larger files are refused
+MAX_FILE_TEXT = f"{MAX_FILE // 2**20} MB"
+
+Dialect = Literal["markdown", "mrkdwn", "html", "plain"]
+
+
+@dataclass(frozen=True)
+class Received:
+    """What became of a message handed to ``Dispatch``: stored (or found stored before)."""
+
+    message_id: int
+    conversation_id: int
+    duplicate: bool
+
+
+# Persist a message and queue its answer; an adapter acknowledges its platform only after.
+Dispatch = Callable[[IncomingMessage], Awaitable[Received]]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One message of a transcript, as a channel shows past messages."""
+
+    message_id: int
+    direction: str
+    text: str
+    in_reply_to: int | None
+    files: tuple[str, ...] = ()  # names of the files it carried
+    key: str = ""  # a reply's idempotency key: the same reply arriving live is shown once
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel's platform takes: ``text_limit`` characters per message (longer
+    replies are split), files up to ``file_limit`` bytes, Markdown converted to
+    ``dialect``, and at most ``sends_per_second`` messages per chat (0: no pacing)."""
+
+    text_limit: int
+    dialect: Dialect = "markdown"
+    file_limit: int = MAX_FILE
+    edits: bool = False  # a sent message can be replaced (a status line, a placeholder)
+    buttons: bool = False  # a message can carry buttons that answer by command
+    sends_per_second: float = 0.0
+
+
+class ChatAdapter(Protocol):
+    """One platform. ``start`` listens and calls ``dispatch`` before it acknowledges each
+    message (``IncomingMessage.external_id`` identifies the message within the channel:
+    qualify it with the chat where a platform numbers messages per chat); ``send`` is called
+    by any worker with a reply from the outbox and maps platform failures to
+    ``AdapterError`` (``retry_after`` from a 429); ``stop`` closes what ``start`` opened."""
+
+    channel: str
+    capabilities: Capabilities
+
+    async def start(self, dispatch: Dispatch) -> None: ...
+
+    async def send(self, out: OutgoingMessage) -> SentRef: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class LiveText(Protocol):
+    """Optional: show a reply while it is written, and keep one status line per ``key`` up
+    to date in place."""
+
+    async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
+
+    async def status(self, ref: ConversationRef, key: str, text: str) -> None: ...
+
+
+@runtime_checkable
+class Serves(Protocol):
+    """Optional: the channel receives over HTTP; its routes join the process's one server."""
+
+    def routes(self) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class Health(Protocol):
+    """Optional: how the channel's connection is, for `switchboard status` and /healthz
+    (raises ``ServiceUnavailable`` when down, else returns a short description)."""
+
+    async def health(self) -> str: ...
+
+
+# The transcript at a conversation, and one stored file of one of its messages.
+History = Callable[[ConversationRef], Awaitable[list[Line]]]
+MessageFile = Callable[[ConversationRef, int, int], Awaitable[Attachment | None]]
+# A file's content, wherever it is kept.
+Content = Callable[[Attachment], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a channel factory may use: settings, the Redis pool, and reads of stored data."""
+
+    settings: Settings
+    redis: Redis
+    history: History
+    message_file: MessageFile
+    content: Content
+
+
+Factory = Callable[[Wiring], ChatAdapter | None]  # None: not enabled by the settings
+
+
+class Channels(Mapping[str, ChatAdapter]):
+    """The channels a process serves, by name, built once from the settings."""
+
+    def __init__(self, adapters: Iterable[ChatAdapter]) -> None:
+        self._by_name = {adapter.channel: adapter for adapter in adapters}
+
+    def __getitem__(self, name: str) -> ChatAdapter:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def live(self, name: str) -> LiveText | None:
+        adapter = self._by_name.get(name)
+        return adapter if isinstance(adapter, LiveText) else None
+
+    def routes(self) -> list[Any]:
+        return [route for a in self.values() if isinstance(a, Serves) for route in a.routes()]
+
+    async def start(self, dispatch: Dispatch) -> None:
+        for adapter in self.values():
+            await adapter.start(dispatch)
+
+    async def stop(self) -> None:
+        for adapter in reversed(list(self.values())):
+            await adapter.stop()
