@@ -20,9 +20,18 @@ def _web(wiring: Wiring) -> ChatAdapter:
     return WebAdapter(wiring.redis, wiring.history, files=wiring.message_file)
 
 
+def _slack(wiring: Wiring) -> ChatAdapter | None:
+    if wiring.settings.slack_bot_token is None:
+        return None
+    from adapters.slack import SlackAdapter
+
+    return SlackAdapter(wiring)
+
+
 FACTORIES: dict[str, Factory] = {
     "terminal": _terminal,
     "web": _web,
+    "slack": _slack,
 }
 
 

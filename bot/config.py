@@ -101,6 +101,25 @@ class Settings(BaseSettings):
     discord_allow: CommaList = Field(default_factory=list)
     email_access: Access = "pairing"
     email_allow: CommaList = Field(default_factory=list)
+    # Slack (README, "Slack"): the bot token turns the channel on; the app-level token
+    # (xapp-...) connects by Socket Mode, the signing secret takes events at /slack/events.
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_BOT_TOKEN", "SWITCHBOARD_SLACK_BOT_TOKEN"),
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_APP_TOKEN", "SWITCHBOARD_SLACK_APP_TOKEN"),
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "SWITCHBOARD_SLACK_SIGNING_SECRET"),
+    )
+    slack_api_url: str = "https://slack.com/api/"
+    # Answer other bots' messages too (never its own).
+    slack_allow_bots: bool = False
+    # A reply that could not be delivered for this long is not sent out of context later.
+    reply_expiry: float = Field(default=3600.0, gt=0)
     # Pairing replies to unknown senders per minute, all channels together: a flood costs
     # stored rows, never a stream of replies.
     pairing_replies_per_minute: int = Field(default=20, ge=0)

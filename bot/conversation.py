@@ -204,7 +204,8 @@ async def _create_conversation(conn: AsyncConnection, core: Core, ref: Conversat
     }
     inserted = await conn.scalar(
         insert(Conversation)
-        .values(**key, ref=ref.to_dict(), persona_id=persona.scalar_subquery())
+        # A reply handle answers one message, not the conversation: not kept with it.
+        .values(**key, ref=replace(ref, handle="").to_dict(), persona_id=persona.scalar_subquery())
         .on_conflict_do_nothing()
         .returning(Conversation.id)
     )

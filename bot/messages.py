@@ -37,6 +37,9 @@ class ConversationRef:
     # Email threading: the Message-ID to answer and the References chain.
     reply_to_message_id: str = ""
     references: tuple[str, ...] = ()
+    # An opaque handle to answer one message by (a Slack response_url, a Discord
+    # interaction token); not part of the conversation's identity.
+    handle: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -19,10 +20,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import replies
 from bot.core import Core
 from bot.errors import AdapterError
 from bot.locks import DELIVERING, conversation_lock
-from bot.messages import OutgoingMessage, SentRef
+from bot.messages import ConversationRef, OutgoingMessage, SentRef
 from bot.queue import DELIVER
 from bot.storage.models import Message, Outbox
 from bot.turns import Reply, Turn
@@ -149,7 +151,23 @@ async def deliver(core: Core, senders: Mapping[str, Sender], outbox_id: int) -> 
             results[row_id] = await _deliver_one(core, senders, row_id)
             if results[row_id] in ("pending", "skipped"):
                 break
+    expired = [row_id for row_id, status in results.items() if status == "expired"]
+    if expired:
+        await _note_expired(core, conversation_id, expired)
     return results.get(outbox_id, "skipped")
+
+
+async def _note_expired(core: Core, conversation_id: int, expired: list[int]) -> None:
+    """One short note where replies were dropped for being too late (itself sent now)."""
+    async with core.sessions() as session:
+        payload = await session.scalar(select(Outbox.payload).where(Outbox.id == expired[0]))
+    assert payload is not None
+    ref = replace(ConversationRef.from_dict(payload["ref"]), handle="")
+    minutes = max(1, int(core.settings.reply_expiry // 60))
+    text = replies.replies_expired(len(expired), minutes)
+    await post(
+        core, conversation_id, OutgoingMessage(ref, text, idempotency_key=f"expired:{expired[0]}")
+    )
 
 
 async def _pending(core: Core, conversation_id: int) -> list[int]:
@@ -175,6 +193,10 @@ async def _deliver_one(core: Core, senders: Mapping[str, Sender], outbox_id: int
         )
         if row is None:
             return "skipped"
+        if _too_late(core, row):
+            row.status, row.last_error = "expired", "not delivered in time"
+            log.warning("outbox %s expired undelivered after %s attempts", row.id, row.attempts)
+            return "expired"
         row.attempts += 1
         try:
             sent = await _send(senders, row)
@@ -213,9 +235,18 @@ def _external(row: Outbox) -> str | None:
     return f"out:{ref['chat']}:{ref['thread']}:{row.external_id}"
 
 
+def _too_late(core: Core, row: Outbox) -> bool:
+    """A reply undelivered this long would arrive out of context: it is not sent."""
+    age = datetime.now(UTC) - row.created_at
+    return age.total_seconds() > core.settings.reply_expiry
+
+
 def _record_failure(core: Core, row: Outbox, exc: AdapterError) -> None:
     row.last_error = str(exc)
-    if exc.permanent or row.attempts >= core.settings.max_delivery_attempts:
+    # A platform that asks to wait (429) is waited for, however often: the reply's expiry
+    # bounds that, so a storm of rate limits drops nothing that is still worth sending.
+    gives_up = row.attempts >= core.settings.max_delivery_attempts and exc.retry_after is None
+    if exc.permanent or gives_up:
         row.status = "failed"
         log.error("giving up on outbox %s after %s attempts: %s", row.id, row.attempts, exc)
         return

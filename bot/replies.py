@@ -313,3 +313,11 @@ def database_down() -> str:
 
 def service_down_retry() -> str:
     return "Switchboard's database or queue is not answering right now; deliver this again later."
+
+
+def replies_expired(count: int, minutes: int) -> str:
+    return (
+        f"{plural(count, 'reply', 'replies')} here could not be delivered for over "
+        f"{minutes} minutes and {'was' if count == 1 else 'were'} dropped rather than sent "
+        "out of context. Ask again if you still need an answer."
+    )

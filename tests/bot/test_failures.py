@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from bot.app import Runtime, open_runtime
 from bot.config import Settings
@@ -116,3 +116,42 @@ async def _reset_outbox(runtime: Runtime, outbox_id: int) -> None:
         await session.execute(
             update(Outbox).where(Outbox.id == outbox_id).values(status="pending", attempts=0)
         )
+
+
+async def test_a_storm_of_rate_limits_never_gives_up_a_reply_still_in_time(
+    runtime: Runtime,
+) -> None:
+    await say(runtime, "hi")
+    await drain(runtime)
+    (row,) = await outbox_rows(runtime)
+    await _reset_outbox(runtime, row.id)
+    storm = runtime.core.settings.max_delivery_attempts * 2
+    sender = FlakySender(failures=storm)
+
+    for _ in range(storm):
+        assert await deliver(runtime.core, {"terminal": sender}, row.id) == "pending"
+        await _make_due(runtime, row.id)
+    assert await deliver(runtime.core, {"terminal": sender}, row.id) == "sent"
+    assert len(sender.sent) == 1
+
+
+async def test_a_reply_too_late_is_dropped_with_one_note(runtime: Runtime) -> None:
+    first = await say(runtime, "one")
+    await say(runtime, "two")
+    await drain(runtime)
+    rows = await outbox_rows(runtime)
+    for row in rows:
+        await _reset_outbox(runtime, row.id)
+    async with runtime.core.sessions.begin() as session:
+        await session.execute(
+            update(Outbox).values(created_at=func.now() - text("interval '2 hours'"))
+        )
+    sender = FlakySender(failures=0)
+
+    assert await deliver(runtime.core, {"terminal": sender}, rows[0].id) == "expired"
+    statuses = sorted((r.id, r.status) for r in await outbox_rows(runtime))
+    assert [status for _, status in statuses] == ["expired", "expired", "pending"]
+    await drain(runtime)  # the note goes out through the terminal as usual
+    note = (await delivered(runtime))[-1]
+    assert note.text.startswith("2 replies here could not be delivered for over 60 minutes")
+    assert note.in_reply_to is None and first.duplicate is False

@@ -1,0 +1,403 @@
+"""Slack, through slack-bolt's ``AsyncApp`` and slack_sdk: Socket Mode when an app-level
+token is set, HTTP at ``/slack/events`` when a signing secret is (both may be).
+
+Inbound: every listener stores the message (``dispatch``) before Slack is acknowledged
+(``process_before_response``), so a crash loses nothing and Slack's retry of the same
+event is stored once. A slash command or a button must be acknowledged within 3 s: it waits
+at most ``ACK_WITHIN`` seconds for the store and otherwise says so at once. Outbound: a
+reply is converted to mrkdwn, split at Slack's limit and posted part by part; the parts
+already posted are remembered in Redis under the reply's idempotency key, so a reply sent
+again after a crash posts only what is missing. See ``adapters.slack_events`` for how
+payloads become messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters import slack_events
+from adapters.dialects import render
+from adapters.pacing import Pacer
+from bot.channels import MAX_FILE, Capabilities, Dispatch, Wiring
+from bot.errors import AdapterError, ServiceError, ServiceUnavailable
+from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
+
+log = logging.getLogger(__name__)
+
+CHANNEL = slack_events.CHANNEL
+TEXT_LIMIT = 40_000  # characters of one message's text
+ACK_WITHIN = 2.0  # seconds a command or a click waits to be stored before Slack is answered
+DOWNLOAD_WITHIN = 2.0  # seconds the files of one event may take to download before the ack
+KEEP_SECONDS = 7 * 24 * 3600  # how long sent parts and known threads are remembered
+# Errors no retry cures: the reply is marked failed at once.
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "no_permission",
+        "missing_scope",
+        "msg_too_long",
+        "invalid_blocks",
+        "restricted_action",
+        "cannot_reply_to_message",
+    }
+)
+# Where the bot may not post, the command's response_url still answers.
+NOT_POSTABLE = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
+
+NOT_STORED = (
+    "Switchboard is slow to store this right now. If no answer comes within a minute, "
+    "send it again."
+)
+WRITING = "_Writing…_"
+
+
+class SlackAdapter:
+    channel = CHANNEL
+    capabilities = Capabilities(
+        text_limit=TEXT_LIMIT, dialect="mrkdwn", edits=True, buttons=True, sends_per_second=1.0
+    )
+
+    def __init__(self, wiring: Wiring) -> None:
+        settings = wiring.settings
+        assert settings.slack_bot_token is not None
+        self.settings = settings
+        self.redis: Redis = wiring.redis
+        self.content = wiring.content
+        self.client = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+        )
+        self.pacer = Pacer(self.redis, CHANNEL, self.capabilities.sends_per_second)
+        secret = settings.slack_signing_secret
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=secret.get_secret_value() if secret else "",
+            request_verification_enabled=secret is not None,
+            ignoring_self_events_enabled=False,  # ours are ignored below, with other bots'
+            process_before_response=True,
+            raise_error_for_unhandled_request=False,
+        )
+        self.app.event("message")(self._on_event)
+        self.app.event("app_mention")(self._on_event)
+        self.app.command(re.compile(r"^/"))(self._on_command)
+        self.app.action(slack_events.ACTION_PREFIX)(self._on_action)
+        self.socket: AsyncSocketModeHandler | None = None
+        self.identity: tuple[str, str] | None = None  # (bot user id, team id)
+        self.state = _State()
+        self._dispatch: Dispatch | None = None
+
+    # --- the ChatAdapter protocol -----------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        await self._whoami()
+        if self.settings.slack_app_token is not None:
+            self.socket = AsyncSocketModeHandler(
+                self.app,
+                self.settings.slack_app_token.get_secret_value(),
+                web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
+            )
+            await self.socket.connect_async()  # type: ignore[no-untyped-call]
+            self.state.connected()
+
+    async def send(self, out: OutgoingMessage) -> SentRef:
+        try:
+            return await self._send(out)
+        except SlackApiError as exc:
+            raise _mapped(exc) from exc
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            self.state.failed(str(exc))
+            raise AdapterError(f"Slack could not be reached: {exc}") from exc
+
+    async def stop(self) -> None:
+        self._dispatch = None
+        if self.socket is not None:
+            # Closes the socket: a restart must not leave it open (Slack allows 10 per app).
+            await self.socket.close_async()  # type: ignore[no-untyped-call]
+            self.socket = None
+
+    # --- optional capabilities --------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        if self.settings.slack_signing_secret is None:
+            return []
+        return [web.post("/slack/events", self._http)]
+
+    async def status(self, ref: ConversationRef, key: str, text: str) -> None:
+        """One message per ``key``, edited in place as the status changes (at most about
+        once a second: Slack's pace); a status lost to a blip is not retried."""
+        mark = f"switchboard:slack:status:{ref.chat}:{ref.thread}:{key}"
+        with contextlib.suppress(SlackClientError, RedisError, aiohttp.ClientError):
+            if not await self.redis.set(f"{mark}:fresh", 1, px=1000, nx=True):
+                return
+            ts = await self.redis.get(mark)
+            if ts:
+                await self.client.chat_update(channel=ref.chat, ts=ts.decode(), text=text)
+                return
+            posted = await self.client.chat_postMessage(
+                channel=ref.chat, thread_ts=ref.thread or None, text=text
+            )
+            await self.redis.set(mark, str(posted["ts"]), ex=KEEP_SECONDS)
+
+    async def typing(self, ref: ConversationRef, in_reply_to: int) -> None:
+        """A placeholder the reply replaces when it comes, so the person sees work begin."""
+        mark = _placeholder_key(in_reply_to)
+        with contextlib.suppress(SlackClientError, RedisError, aiohttp.ClientError):
+            if not await self.redis.set(mark, "", ex=KEEP_SECONDS, nx=True):
+                return
+            posted = await self.client.chat_postMessage(
+                channel=ref.chat, thread_ts=ref.thread or None, text=WRITING
+            )
+            await self.redis.set(mark, str(posted["ts"]), ex=KEEP_SECONDS)
+
+    async def health(self) -> str:
+        return await self.state.describe(self.socket)
+
+    # --- inbound ----------------------------------------------------------------------
+
+    async def _http(self, request: web.Request) -> web.StreamResponse:
+        response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def _on_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        self.state.received()
+        bot_user, team = await self._whoami()
+        if not await self._wanted(event, bot_user):
+            return
+        files = await self._download(slack_events.shared_files(event))
+        incoming = slack_events.message(event, str(body.get("team_id") or team), bot_user, files)
+        await self._store(incoming)
+        if incoming.ref.thread:
+            await self._remember_thread(incoming.ref)
+
+    async def _wanted(self, event: Mapping[str, Any], bot_user: str) -> bool:
+        subtype = str(event.get("subtype") or "")
+        if subtype in ("message_changed", "message_deleted"):
+            log.info("slack: %s in %s ignored", subtype.replace("_", " "), event.get("channel"))
+            return False
+        if subtype not in slack_events.PEOPLE_SUBTYPES or slack_events.is_from_bot(event, bot_user):
+            return self.settings.slack_allow_bots and event.get("user") not in (bot_user, None)
+        if event.get("type") == "app_mention" or event.get("channel_type") == "im":
+            return True
+        if f"<@{bot_user}" in str(event.get("text") or ""):
+            return True  # a mention, also coming as app_mention: stored once
+        thread = event.get("thread_ts")
+        return bool(thread) and await self._in_thread(str(event["channel"]), str(thread))
+
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        self.state.received()
+        await self._acked(ack, slack_events.command(body))
+
+    async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        self.state.received()
+        incoming = slack_events.button(body)
+        if incoming is None:
+            await ack()
+            return
+        await self._acked(ack, incoming)
+
+    async def _acked(self, ack: AsyncAck, incoming: IncomingMessage) -> None:
+        """Store, then acknowledge, within Slack's 3 s whatever the database does."""
+        storing = asyncio.ensure_future(self._store(incoming))
+        done, _ = await asyncio.wait({storing}, timeout=ACK_WITHIN)
+        if storing in done and storing.exception() is None:
+            await ack()
+            return
+        # Still storing (left to finish: the answer comes if it does) or refused.
+        storing.add_done_callback(_log_late)
+        await ack(text=NOT_STORED)
+
+    async def _store(self, incoming: IncomingMessage) -> None:
+        if self._dispatch is None:
+            raise ServiceUnavailable("slack", "Switchboard is stopping")
+        await self._dispatch(incoming)
+
+    async def _download(self, shared: Sequence[slack_events.SharedFile]) -> tuple[Attachment, ...]:
+        """The files, fetched with the bot token before the ack (within DOWNLOAD_WITHIN);
+        a file too large, or too slow to fetch, is kept by name and link only, and the
+        persona says it cannot open it."""
+        try:
+            async with asyncio.timeout(DOWNLOAD_WITHIN):
+                return tuple([await self._fetch(found) for found in shared])
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("slack: files not downloaded before the ack: %s", exc)
+            return tuple(_unfetched(found) for found in shared)
+
+    async def _fetch(self, found: slack_events.SharedFile) -> Attachment:
+        if found.size > MAX_FILE:
+            return _unfetched(found)
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(found.url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            data = await response.content.read(MAX_FILE + 1)
+        if len(data) > MAX_FILE:
+            return _unfetched(found)
+        return Attachment(found.name, found.content_type, data=data, url=found.url)
+
+    async def _whoami(self) -> tuple[str, str]:
+        if self.identity is None:
+            try:
+                found = await self.client.auth_test()
+            except SlackApiError as exc:
+                raise ServiceError(
+                    f"Slack refused the bot token ({exc.response.get('error')}): check "
+                    "SLACK_BOT_TOKEN (xoxb-...) and that the app is installed."
+                ) from exc
+            self.identity = (str(found["user_id"]), str(found["team_id"]))
+        return self.identity
+
+    async def _remember_thread(self, ref: ConversationRef) -> None:
+        with contextlib.suppress(RedisError):
+            await self.redis.set(_thread_key(ref.chat, ref.thread), 1, ex=KEEP_SECONDS)
+
+    async def _in_thread(self, chat: str, thread: str) -> bool:
+        return bool(await self.redis.exists(_thread_key(chat, thread)))
+
+    # --- outbound ---------------------------------------------------------------------
+
+    async def _send(self, out: OutgoingMessage) -> SentRef:
+        parts = render(out.text, "mrkdwn", TEXT_LIMIT) if out.text.strip() else []
+        sent = await self._sent_parts(out.idempotency_key)
+        for index, part in enumerate(parts):
+            if index < len(sent):
+                continue
+            ts = await self._post_part(out, part, first=index == 0)
+            sent.append(ts)
+            await self._note_part(out.idempotency_key, ts)
+        for index, attachment in enumerate(out.attachments):
+            await self._upload(out, index, attachment)
+        if out.ref.thread:
+            await self._remember_thread(out.ref)
+        self.state.sent()
+        return SentRef(sent[0] if sent else "")
+
+    async def _post_part(self, out: OutgoingMessage, text: str, *, first: bool) -> str:
+        ref = out.ref
+        placeholder = await self._placeholder(out) if first else None
+        await self.pacer.wait_turn(ref.chat)
+        try:
+            if placeholder:
+                await self.client.chat_update(channel=ref.chat, ts=placeholder, text=text)
+                return placeholder
+            posted = await self.client.chat_postMessage(
+                channel=ref.chat, thread_ts=ref.thread or None, text=text
+            )
+        except SlackApiError as exc:
+            if ref.handle and exc.response.get("error") in NOT_POSTABLE:
+                await AsyncWebhookClient(ref.handle).send(text=text, response_type="in_channel")
+                return f"response_url:{out.idempotency_key}"
+            raise
+        return str(posted["ts"])
+
+    async def _placeholder(self, out: OutgoingMessage) -> str | None:
+        if out.in_reply_to is None:
+            return None
+        with contextlib.suppress(RedisError):
+            found = await self.redis.getdel(_placeholder_key(out.in_reply_to))
+            return found.decode() if found else None
+        return None
+
+    async def _upload(self, out: OutgoingMessage, index: int, attachment: Attachment) -> None:
+        key = f"switchboard:slack:file:{out.idempotency_key}:{index}"
+        if await self.redis.exists(key):
+            return
+        data = await self.content(attachment)
+        await self.pacer.wait_turn(out.ref.chat)
+        await self.client.files_upload_v2(
+            channel=out.ref.chat,
+            thread_ts=out.ref.thread or None,
+            filename=attachment.filename,
+            content=data,
+        )
+        await self.redis.set(key, 1, ex=KEEP_SECONDS)
+
+    async def _sent_parts(self, key: str) -> list[str]:
+        found = await self.redis.lrange(_parts_key(key), 0, -1)  # type: ignore[misc]
+        return [item.decode() for item in found]
+
+    async def _note_part(self, key: str, ts: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(_parts_key(key), ts)
+            pipe.expire(_parts_key(key), KEEP_SECONDS)
+            await pipe.execute()
+
+
+class _State:
+    """What `switchboard status` tells of the connection."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.last_event: float | None = None
+        self.last_send: float | None = None
+        self.last_error: str = ""
+
+    def connected(self) -> None:
+        self.since = time.time()
+
+    def received(self) -> None:
+        self.last_event = time.time()
+
+    def sent(self) -> None:
+        self.last_send = time.time()
+
+    def failed(self, error: str) -> None:
+        self.last_error = error
+
+    async def describe(self, socket: AsyncSocketModeHandler | None) -> str:
+        if socket is not None and not await socket.client.is_connected():
+            raise ServiceUnavailable("slack", "the Socket Mode connection is down")
+        return "connected" if socket is not None else "taking events over HTTP"
+
+
+def _mapped(exc: SlackApiError) -> AdapterError:
+    """Slack's answer as the outbox understands it: wait and retry, retry, or give up."""
+    error = str(exc.response.get("error") or "")
+    if exc.response.status_code == 429 or error == "ratelimited":
+        wait = float(exc.response.headers.get("Retry-After", 1))
+        return AdapterError(f"Slack asks to wait {wait:.0f} s (rate limited)", retry_after=wait)
+    return AdapterError(f"Slack refused the message: {error}", permanent=error in PERMANENT)
+
+
+def _unfetched(found: slack_events.SharedFile) -> Attachment:
+    return Attachment(found.name, found.content_type, size=found.size, url=found.url)
+
+
+def _log_late(storing: asyncio.Future[None]) -> None:
+    if not storing.cancelled() and storing.exception() is not None:
+        log.warning("slack: a command was not stored: %s", storing.exception())
+
+
+def _parts_key(key: str) -> str:
+    return f"switchboard:slack:parts:{key}"
+
+
+def _placeholder_key(in_reply_to: int) -> str:
+    return f"switchboard:slack:placeholder:{in_reply_to}"
+
+
+def _thread_key(chat: str, thread: str) -> str:
+    return f"switchboard:slack:thread:{chat}:{thread}"
