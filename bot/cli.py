@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bot import cli_messages, cli_tools, cli_users, cli_workflows
+from bot import cli_messages, cli_slack, cli_tools, cli_users, cli_workflows
 from bot.cli_support import Typer, run_async, settings_for
 from bot.config import Settings
 
@@ -35,6 +35,7 @@ cli_workflows.register(app)
 cli_tools.register(app)
 cli_users.register(app)
 cli_messages.register(app)
+cli_slack.register(app)
 
 
 def main() -> None:
