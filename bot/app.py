@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.registry import build_channels
-from bot import access, health, services
-from bot.channels import Channels, Line, Wiring
+from bot import access, health, services, status
+from bot.channels import Channels, Line, Reports, Wiring
 from bot.commands import BUILTINS
 from bot.config import Settings
 from bot.core import Core
@@ -347,6 +347,13 @@ async def run_up(
         server.add([*webhook.routes(runtime.core), health.route(runtime.health)])
         runtime.health.add("worker", "worker", worker_check(runtime))
         runtime.health.add("web", "channel", health.listening(lambda: (server.host, server.port)))
+        for name, adapter in channels.items():
+            if isinstance(adapter, Reports):
+                runtime.health.add(name, "channel", channel_check(name, adapter))
+        publishing = asyncio.create_task(
+            status.publish_forever(runtime.redis, runtime.health, channels),
+            name="switchboard-status",
+        )
         try:
             await channels.start(lambda incoming: receive(runtime.core, incoming))
             await server.start()
@@ -356,8 +363,23 @@ async def run_up(
                     ready(server.url, runtime)
                 await stopping.wait()
         finally:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
             await channels.stop()  # first: the web chat's open event streams end
             await server.stop()
+
+
+def channel_check(name: str, adapter: Reports) -> health.Check:
+    """A channel with a connection of its own is up while that connection is."""
+
+    async def check() -> str:
+        state = adapter.state()
+        if not state.connected:
+            raise ServiceUnavailable(name, state.last_error or f"{name} is not connected")
+        return state.detail or "connected"
+
+    return check
 
 
 FIRST_POLL_SECONDS = 10.0

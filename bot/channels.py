@@ -85,10 +85,14 @@ class ChatAdapter(Protocol):
 
 @runtime_checkable
 class LiveText(Protocol):
-    """Optional: show a reply while it is written, and keep one status line per ``key`` up
-    to date in place."""
+    """Optional: show a reply while it is written (the pieces as they come)."""
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
+
+
+@runtime_checkable
+class StatusLine(Protocol):
+    """Optional: keep one line per ``key`` (a run's progress) up to date in place."""
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None: ...
 
@@ -100,12 +104,32 @@ class Serves(Protocol):
     def routes(self) -> Sequence[Any]: ...
 
 
-@runtime_checkable
-class Health(Protocol):
-    """Optional: how the channel's connection is, for `switchboard status` and /healthz
-    (raises ``ServiceUnavailable`` when down, else returns a short description)."""
+@dataclass(frozen=True)
+class ChannelState:
+    """How a channel's connection is, for `switchboard status` and /healthz (times are
+    Unix seconds; None: not yet)."""
 
-    async def health(self) -> str: ...
+    connected: bool
+    since: float | None = None  # connected (or down) since
+    last_event: float | None = None
+    last_send: float | None = None
+    last_error: str = ""
+    detail: str = ""  # how it connects: "Socket Mode", "events over HTTP", ...
+
+
+@runtime_checkable
+class Reports(Protocol):
+    """Optional: the channel keeps a connection of its own and says how it is."""
+
+    def state(self) -> ChannelState: ...
+
+
+@runtime_checkable
+class Typing(Protocol):
+    """Optional: show that an answer to ``in_reply_to`` is being written (a typing
+    indicator, or a placeholder the reply replaces)."""
+
+    async def typing(self, ref: ConversationRef, in_reply_to: int) -> None: ...
 
 
 # The transcript at a conversation, and one stored file of one of its messages.
@@ -147,6 +171,14 @@ class Channels(Mapping[str, ChatAdapter]):
     def live(self, name: str) -> LiveText | None:
         adapter = self._by_name.get(name)
         return adapter if isinstance(adapter, LiveText) else None
+
+    def status_line(self, name: str) -> StatusLine | None:
+        adapter = self._by_name.get(name)
+        return adapter if isinstance(adapter, StatusLine) else None
+
+    def typing(self, name: str) -> Typing | None:
+        adapter = self._by_name.get(name)
+        return adapter if isinstance(adapter, Typing) else None
 
     def routes(self) -> list[Any]:
         return [route for a in self.values() if isinstance(a, Serves) for route in a.routes()]

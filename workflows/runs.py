@@ -144,7 +144,7 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
 
     async def progress(run: RunState, text: str) -> None:
-        channel = core.channels.live(run.ref.channel) if run.ref else None
+        channel = core.channels.status_line(run.ref.channel) if run.ref else None
         if channel is not None and run.ref is not None:
             await channel.status(run.ref, f"run:{run.id}", text)
 
