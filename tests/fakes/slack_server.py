@@ -16,12 +16,14 @@ Point the SDK at it with ``AsyncWebClient(token=BOT_TOKEN, base_url=fake.api_url
   ``file_share`` event; its ``url_private`` answers only to the bot token (otherwise an HTML
   sign-in page with status 200, as Slack does). ``downloads`` records every attempt.
 - **response_url**: ``response_url()`` mints one; posts land in ``responses``.
-- **Socket Mode**: a ticket from ``apps.connections.open`` opens ``/link/``, which says hello;
-  ``send_event``/``send_command``/``send_action``/``push`` deliver envelopes to the newest live
-  connection (waiting for one while there is none), ``wait_for_ack`` returns the client's ack,
+- **Socket Mode** (``fake.socket``): a one-use ticket from ``apps.connections.open`` opens
+  ``/link/``, which says hello; ``send_event``/``send_command``/``send_action``/``push`` deliver
+  envelopes to the newest live connection (waiting for one while there is none),
+  ``wait_for_ack`` returns the client's ack, ``redeliver`` is Slack's retry (same event_id),
   ``disconnect()`` asks the client to reconnect, ``go_deaf()`` keeps a socket open but delivers
-  nothing and answers no ping, ``open_connections`` counts what the client left open; Slack's
-  cap of 10 connections answers ``too_many_websockets``.
+  nothing and answers no ping, ``open_connections`` shows what the client left open; past
+  Slack's cap of 10 connections a new one is told ``too_many_websockets``.
+- **Waiting**: ``await fake.wait_for(predicate)`` wakes on every record, with a deadline.
 
 Run it by hand: ``python -m tests.fakes.slack_server --port 8098``.
 """
@@ -36,7 +38,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
@@ -192,18 +194,32 @@ class Ack:
         return None if self.sent_at is None else self.at - self.sent_at
 
 
-@dataclass
-class _Records:
-    calls: list[Call] = field(default_factory=list)
-    uploads: dict[str, Upload] = field(default_factory=dict)
-    ephemeral: list[Json] = field(default_factory=list)
-    downloads: list[Download] = field(default_factory=list)
-    responses: list[ResponsePost] = field(default_factory=list)
-    deliveries: list[Delivery] = field(default_factory=list)
-    acks: list[Ack] = field(default_factory=list)
+class _Changes:
+    """Wakes whoever waits on the fake each time it records something."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], _T | None], timeout: float, what: str) -> _T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (result := predicate()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"fake Slack: waited {timeout} s for {what or predicate}")
+            # The cap also notices conditions that change outside the fake.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), min(remaining, 0.05))
+        return result
 
 
 class FakeSlack:
+    """Slack for one workspace and one bot; every id and token defaults to ``slack_payloads``'."""
+
     def __init__(
         self,
         *,
@@ -223,17 +239,19 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.app_id = app_id
-        self.max_connections = max_connections
-        self.connections: list[Connection] = []
         self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._changes = _Changes()
         self._numbers = itertools.count(1)
+        self.socket = SocketMode(self, self._changes, max_connections)
         self.reset()
 
     def reset(self) -> None:
         """Forget records, scripts and workspace set-up; open sockets stay open."""
-        self.records = _Records()
+        self.calls: list[Call] = []
+        self.uploads: dict[str, Upload] = {}  # by file id, completed or not
+        self.ephemeral: list[Json] = []
+        self.downloads: list[Download] = []
+        self.responses: list[ResponsePost] = []
         self.users: dict[str, Json] = {}
         self.channels: dict[str, Json] = {}
         self.missing_channels: set[str] = set()
@@ -241,9 +259,7 @@ class FakeSlack:
         self._faults: list[Fault] = []
         self._messages: dict[str, list[Json]] = {}
         self._shared: dict[str, tuple[str, str, bytes]] = {}  # file id: name, mimetype, bytes
-        self._tickets: set[str] = set()
-        self._sent: dict[str, Delivery] = {}
-        self.connections = [c for c in self.connections if c.open]
+        self.socket.reset()
         self.add_user(self.bot_user_id, "switchboard", is_bot=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -265,8 +281,8 @@ class FakeSlack:
         app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
         app.router.add_post("/commands/{rest:.*}", self._response_url)
-        app.router.add_get("/link/", self._socket)
-        app.on_shutdown.append(self._close_sockets)
+        app.router.add_get("/link/", self.socket.serve)
+        app.on_shutdown.append(self.socket.close_all)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -274,8 +290,7 @@ class FakeSlack:
 
     async def stop(self) -> None:
         """Close every socket and stop listening: clients now meet "connection refused"."""
-        for task in list(self._tasks):
-            task.cancel()
+        self.socket.cancel_timers()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -371,34 +386,14 @@ class FakeSlack:
     # -- records ---------------------------------------------------------------------------
 
     @property
-    def calls(self) -> list[Call]:
-        return self.records.calls
-
-    @property
-    def responses(self) -> list[ResponsePost]:
-        return self.records.responses
-
-    @property
-    def acks(self) -> list[Ack]:
-        return self.records.acks
-
-    @property
-    def downloads(self) -> list[Download]:
-        return self.records.downloads
-
-    @property
-    def ephemeral(self) -> list[Json]:
-        return self.records.ephemeral
-
-    @property
     def files(self) -> list[Upload]:
         """Files the bot uploaded and completed, in order."""
-        return [u for u in self.records.uploads.values() if u.completed]
+        return [u for u in self.uploads.values() if u.completed]
 
     def calls_to(self, method: str, *, channel: str | None = None) -> list[Call]:
         return [
             c
-            for c in self.records.calls
+            for c in self.calls
             if c.method == method and (channel is None or c.channel == channel)
         ]
 
@@ -410,28 +405,14 @@ class FakeSlack:
         """The replies under ``thread_ts`` (not the parent)."""
         return [m for m in self.messages(channel) if m.get("thread_ts") == thread_ts]
 
-    @property
-    def open_connections(self) -> list[Connection]:
-        return [c for c in self.connections if c.open]
-
     async def wait_for(
         self, predicate: Callable[[], _T | None], timeout: float = 5.0, *, what: str = ""
     ) -> _T:
         """Return ``predicate()`` as soon as it is truthy; ``TimeoutError`` at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not (result := predicate()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"fake Slack: waited {timeout} s for {what or predicate}")
-            # Woken by every record; the cap also notices conditions outside the fake.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
-        return result
+        return await self._changes.wait_for(predicate, timeout, what)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     # -- Web API ---------------------------------------------------------------------------
 
@@ -441,7 +422,7 @@ class FakeSlack:
         call = Call(request.match_info["method"], params, time.monotonic(), token)
         response = self._answer(call)
         call.status = response.status
-        self.records.calls.append(call)
+        self.calls.append(call)
         self._notify()
         return response
 
@@ -551,7 +532,7 @@ class FakeSlack:
         if not params.get("user"):
             raise SlackError("user_not_found")
         posted = {**self._bot_message(params), "channel": channel, "to": params["user"]}
-        self.records.ephemeral.append(posted)
+        self.ephemeral.append(posted)
         return {"message_ts": posted["ts"]}
 
     def users_info(self, params: Json) -> Json:
@@ -578,7 +559,7 @@ class FakeSlack:
             raise SlackError("invalid_arguments")
         file_id = f"F0UPLOAD{next(self._numbers):04d}"
         length = int(params["length"])
-        self.records.uploads[file_id] = Upload(file_id, str(params["filename"]), length)
+        self.uploads[file_id] = Upload(file_id, str(params["filename"]), length)
         return {"upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
 
     def files_complete_upload(self, params: Json) -> Json:
@@ -597,7 +578,7 @@ class FakeSlack:
         return {"files": [self._file_object(u, ts) for u in uploads]}
 
     def _uploaded(self, entry: Json) -> Upload:
-        upload = self.records.uploads.get(str(entry.get("id")))
+        upload = self.uploads.get(str(entry.get("id")))
         if upload is None or upload.data is None:
             raise SlackError("file_not_found")
         upload.title = entry.get("title") or upload.filename
@@ -630,15 +611,12 @@ class FakeSlack:
         return entry
 
     def apps_connections_open(self, params: Json) -> Json:
-        ticket = uuid.uuid4().hex
-        self._tickets.add(ticket)
-        url = f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={self.app_id}"
-        return {"url": url}
+        return {"url": self.socket.new_url()}
 
     # -- plain HTTP endpoints --------------------------------------------------------------
 
     async def _upload(self, request: web.Request) -> web.Response:
-        upload = self.records.uploads.get(request.match_info["file_id"])
+        upload = self.uploads.get(request.match_info["file_id"])
         if upload is None:
             return web.Response(status=404, text="unknown upload", content_type="text/plain")
         upload.data = await _upload_bytes(request)
@@ -648,7 +626,7 @@ class FakeSlack:
     async def _download(self, request: web.Request) -> web.Response:
         file_id = request.match_info["team_file"].rsplit("-", 1)[-1]
         authorized = _bearer(request) == self.bot_token
-        self.records.downloads.append(Download(file_id, authorized, time.monotonic()))
+        self.downloads.append(Download(file_id, authorized, time.monotonic()))
         self._notify()
         if not authorized:
             return web.Response(text=_SIGN_IN_PAGE, content_type="text/html")
@@ -659,7 +637,7 @@ class FakeSlack:
         return web.Response(body=data, content_type=mimetype)
 
     def _own_file(self, file_id: str) -> tuple[str, str, bytes] | None:
-        upload = self.records.uploads.get(file_id)
+        upload = self.uploads.get(file_id)
         if upload is None or upload.data is None:
             return None
         return upload.filename, "application/octet-stream", upload.data
@@ -667,13 +645,50 @@ class FakeSlack:
     async def _response_url(self, request: web.Request) -> web.Response:
         raw = await request.read()
         body = json.loads(raw) if raw else {}
-        self.records.responses.append(ResponsePost(str(request.url), body, time.monotonic()))
+        self.responses.append(ResponsePost(str(request.url), body, time.monotonic()))
         self._notify()
         return _reply({"ok": True})
 
-    # -- Socket Mode -----------------------------------------------------------------------
 
-    async def _socket(self, request: web.Request) -> web.StreamResponse:
+class SocketMode:
+    """The Socket Mode side of the fake, ``fake.socket``.
+
+    Envelopes go to the newest live connection (one neither deaf nor told to reconnect),
+    waiting for one while there is none, the way Slack holds events for a reconnecting app.
+    """
+
+    def __init__(self, fake: FakeSlack, changes: _Changes, max_connections: int) -> None:
+        self._fake = fake
+        self._changes = changes
+        self.max_connections = max_connections
+        self.connections: list[Connection] = []
+        self._numbers = itertools.count(1)
+        self._timers: set[asyncio.Task[None]] = set()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget tickets, deliveries and acks; open sockets stay open."""
+        self.deliveries: list[Delivery] = []
+        self.acks: list[Ack] = []
+        self._tickets: set[str] = set()
+        self._sent: dict[str, Delivery] = {}
+        self.connections = [c for c in self.connections if c.open]
+
+    @property
+    def open_connections(self) -> list[Connection]:
+        return [c for c in self.connections if c.open]
+
+    def new_url(self) -> str:
+        """A one-use WebSocket URL, as ``apps.connections.open`` issues them."""
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return f"ws://127.0.0.1:{self._fake.port}/link/?ticket={ticket}&app_id={self._fake.app_id}"
+
+    def cancel_timers(self) -> None:
+        for task in list(self._timers):
+            task.cancel()
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
             return web.Response(status=401, text="invalid or used ticket")
@@ -683,13 +698,13 @@ class FakeSlack:
         await ws.prepare(request)
         connection = Connection(next(self._numbers), ws, time.monotonic())
         self.connections.append(connection)
-        self._notify()
+        self._changes.notify()
         try:
             if await self._greet(connection):
                 await self._read(connection)
         finally:
             connection.closed_at = time.monotonic()
-            self._notify()
+            self._changes.notify()
         return ws
 
     async def _greet(self, connection: Connection) -> bool:
@@ -698,7 +713,7 @@ class FakeSlack:
             await connection.ws.send_json(disconnect("too_many_websockets"))
             await connection.ws.close(code=WSCloseCode.POLICY_VIOLATION)
             return False
-        await connection.ws.send_json(hello(num_connections=count, app_id=self.app_id))
+        await connection.ws.send_json(hello(num_connections=count, app_id=self._fake.app_id))
         return True
 
     async def _read(self, connection: Connection) -> None:
@@ -723,10 +738,10 @@ class FakeSlack:
             time.monotonic(),
             sent.sent_at if sent else None,
         )
-        self.records.acks.append(ack)
-        self._notify()
+        self.acks.append(ack)
+        self._changes.notify()
 
-    async def _close_sockets(self, app: web.Application) -> None:
+    async def close_all(self, app: web.Application) -> None:
         for connection in self.open_connections:
             await connection.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
@@ -738,7 +753,7 @@ class FakeSlack:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            connection = await self.wait_for(
+            connection = await self._changes.wait_for(
                 self._live, max(deadline - loop.time(), 0.0), what="a live Socket Mode connection"
             )
             try:
@@ -748,7 +763,7 @@ class FakeSlack:
                 connection.broken = True
         delivery = Delivery(frame["envelope_id"], frame, connection.number, time.monotonic())
         self._sent[delivery.envelope_id] = delivery
-        self.records.deliveries.append(delivery)
+        self.deliveries.append(delivery)
         return delivery
 
     async def send_event(
@@ -763,10 +778,10 @@ class FakeSlack:
         """Deliver an Events API event (from ``slack_payloads``); returns the envelope id."""
         payload = event_callback(
             event,
-            team_id=self.team_id,
-            api_app_id=self.app_id,
+            team_id=self._fake.team_id,
+            api_app_id=self._fake.app_id,
             event_id=event_id,
-            bot_user_id=self.bot_user_id,
+            bot_user_id=self._fake.bot_user_id,
         )
         frame = envelope(
             "events_api", payload, retry_attempt=retry_attempt, retry_reason=retry_reason
@@ -775,15 +790,17 @@ class FakeSlack:
 
     async def send_command(self, command: str, text: str = "", **fields: Any) -> str:
         """Deliver a slash command; its ``response_url`` points at this fake unless given."""
-        fields.setdefault("response_url", self.response_url())
-        form = slash_command(command, text, team_id=self.team_id, api_app_id=self.app_id, **fields)
+        fields.setdefault("response_url", self._fake.response_url())
+        form = slash_command(
+            command, text, team_id=self._fake.team_id, api_app_id=self._fake.app_id, **fields
+        )
         return (await self.push(envelope("slash_commands", form))).envelope_id
 
     async def send_action(self, action_id: str, value: str, **fields: Any) -> str:
         """Deliver a button click (``message_ts=`` is required)."""
-        fields.setdefault("response_url", self.response_url())
+        fields.setdefault("response_url", self._fake.response_url())
         payload = block_actions(
-            action_id, value, team_id=self.team_id, api_app_id=self.app_id, **fields
+            action_id, value, team_id=self._fake.team_id, api_app_id=self._fake.app_id, **fields
         )
         return (await self.push(envelope("interactive", payload))).envelope_id
 
@@ -800,9 +817,9 @@ class FakeSlack:
 
     async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Ack:
         def acked() -> Ack | None:
-            return next((a for a in self.records.acks if a.envelope_id == envelope_id), None)
+            return next((a for a in self.acks if a.envelope_id == envelope_id), None)
 
-        return await self.wait_for(acked, timeout, what=f"the ack of {envelope_id}")
+        return await self._changes.wait_for(acked, timeout, what=f"the ack of {envelope_id}")
 
     async def disconnect(
         self,
@@ -838,8 +855,8 @@ class FakeSlack:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
 
 
 _METHODS: dict[str, Callable[[FakeSlack, Json], Json]] = {

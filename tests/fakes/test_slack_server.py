@@ -3,6 +3,7 @@ Slack does, so adapter tests that pass against it mean something."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -185,6 +186,23 @@ async def test_files_upload_v2_arrives_byte_for_byte(fake: FakeSlack) -> None:
     assert share["ts"] == shown["ts"]
 
 
+async def test_an_upload_sent_as_a_multipart_form_is_kept_too(fake: FakeSlack) -> None:
+    client = web_client(fake)
+    data = b"\x00\x01 binary \xff"
+    issued = await client.files_getUploadURLExternal(filename="a.bin", length=len(data))
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="a.bin")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(issued["upload_url"], data=form) as response,
+    ):
+        assert response.status == 200
+    await client.files_completeUploadExternal(
+        files=[{"id": issued["file_id"]}], channel_id=DM_CHANNEL
+    )
+    assert [(f.data, f.channel_id, f.thread_ts) for f in fake.files] == [(data, DM_CHANNEL, None)]
+
+
 async def test_users_and_conversations(fake: FakeSlack) -> None:
     client = web_client(fake)
     fake.add_user(PERSON, "Ada", real_name="Ada Lovelace")
@@ -249,84 +267,117 @@ class Listener:
         await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
 
 
-async def socket_client(fake: FakeSlack, listener: Listener, **options: Any) -> SocketModeClient:
+@contextlib.asynccontextmanager
+async def socket_client(
+    fake: FakeSlack, listener: Listener, **options: Any
+) -> AsyncIterator[SocketModeClient]:
+    """slack_sdk's own aiohttp Socket Mode client, its Web API calls going to the fake."""
     client = SocketModeClient(app_token=APP_TOKEN, web_client=web_client(fake), **options)
     client.message_listeners.append(listener.on_message)
     client.socket_mode_request_listeners.append(listener.on_request)
-    await client.connect()
-    return client
+    await client.connect()  # type: ignore[no-untyped-call]  # the SDK leaves these untyped
+    try:
+        yield client
+    finally:
+        await client.close()  # type: ignore[no-untyped-call]
 
 
 async def test_the_sdk_connects_is_greeted_and_acks_an_event(fake: FakeSlack) -> None:
     listener = Listener()
-    client = await socket_client(fake, listener)
-    try:
+    async with socket_client(fake, listener):
         await fake.wait_for(lambda: listener.frames, what="hello")
         assert listener.frames[0]["type"] == "hello"
         assert listener.frames[0]["num_connections"] == 1
 
         event = dm("hello there")
-        envelope_id = await fake.send_event(event)
-        ack = await fake.wait_for_ack(envelope_id)
+        envelope_id = await fake.socket.send_event(event)
+        ack = await fake.socket.wait_for_ack(envelope_id)
         assert ack.payload is None and ack.latency is not None and ack.latency >= 0
         (request,) = listener.requests
         assert request.type == "events_api" and request.payload["event"] == event
         assert request.payload["event_id"].startswith("Ev")
-    finally:
-        await client.close()
-    await fake.wait_for(lambda: not fake.open_connections, what="the socket closed")
+    await fake.wait_for(lambda: not fake.socket.open_connections, what="the socket closed")
 
 
 async def test_a_refresh_in_the_middle_moves_to_a_new_socket_and_closes_the_old(
     fake: FakeSlack,
 ) -> None:
     listener = Listener()
-    client = await socket_client(fake, listener)
-    try:
-        first = await fake.send_event(dm("before"))
-        await fake.wait_for_ack(first)
-        old = await fake.disconnect("refresh_requested")
+    async with socket_client(fake, listener):
+        first = await fake.socket.send_event(dm("before"))
+        await fake.socket.wait_for_ack(first)
+        old = await fake.socket.disconnect("refresh_requested")
         # Delivered only once the client has reconnected, on the new socket.
-        second = await fake.send_event(dm("after"))
-        ack = await fake.wait_for_ack(second)
+        second = await fake.socket.send_event(dm("after"))
+        ack = await fake.socket.wait_for_ack(second)
 
         assert ack.connection != old.number
         await fake.wait_for(lambda: not old.open, what="the old socket closed")
-        assert [c.number for c in fake.open_connections] == [ack.connection]
+        assert [c.number for c in fake.socket.open_connections] == [ack.connection]
         assert len(fake.calls_to("apps.connections.open")) == 2
-    finally:
-        await client.close()
 
 
 async def test_a_deaf_socket_is_replaced_by_a_client_that_pings(fake: FakeSlack) -> None:
     listener = Listener()
-    client = await socket_client(fake, listener, ping_interval=0.2)
-    try:
-        deaf = fake.go_deaf()
-        envelope_id = await fake.send_event(dm("are you there?"))
-        ack = await fake.wait_for_ack(envelope_id)
+    async with socket_client(fake, listener, ping_interval=0.2):
+        deaf = fake.socket.go_deaf()
+        envelope_id = await fake.socket.send_event(dm("are you there?"))
+        ack = await fake.socket.wait_for_ack(envelope_id)
         assert ack.connection != deaf.number and deaf.pings > 0
         await fake.wait_for(lambda: not deaf.open, what="the deaf socket closed")
-    finally:
-        await client.close()
 
 
 async def test_a_redelivery_keeps_the_event_id(fake: FakeSlack) -> None:
     listener = Listener()
-    client = await socket_client(fake, listener)
-    try:
-        first = await fake.send_event(dm("once"))
-        again = await fake.redeliver(first)
-        await fake.wait_for_ack(again)
+    async with socket_client(fake, listener):
+        first = await fake.socket.send_event(dm("once"))
+        again = await fake.socket.redeliver(first)
+        await fake.socket.wait_for_ack(again)
         one, two = listener.requests
         assert one.payload["event_id"] == two.payload["event_id"]
         assert (two.retry_attempt, two.retry_reason) == (1, "timeout")
-    finally:
-        await client.close()
+
+
+async def test_a_click_reaches_the_client_as_an_interactive_envelope(fake: FakeSlack) -> None:
+    listener = Listener()
+    async with socket_client(fake, listener):
+        clicked = await fake.socket.send_action("approve", "yes", message_ts="1.000001")
+        await fake.socket.wait_for_ack(clicked)
+        (request,) = listener.requests
+        assert request.type == "interactive" and request.payload["type"] == "block_actions"
+        action = request.payload["actions"][0]
+        assert (action["action_id"], action["value"]) == ("approve", "yes")
+        assert request.payload["response_url"].startswith(fake.url)
+
+
+async def test_after_a_restart_the_client_reconnects_and_nothing_leaks(fake: FakeSlack) -> None:
+    listener = Listener()
+    async with socket_client(fake, listener, ping_interval=0.2):
+        before = fake.socket.open_connections[0]
+        await fake.restart()
+        assert not before.open
+        envelope_id = await fake.socket.send_event(dm("back again"))
+        ack = await fake.socket.wait_for_ack(envelope_id)
+        assert ack.connection != before.number
+        assert [c.number for c in fake.socket.open_connections] == [ack.connection]
+
+
+async def test_a_warning_is_followed_by_the_server_closing_the_socket(fake: FakeSlack) -> None:
+    url = (await web_client(fake, APP_TOKEN).apps_connections_open(app_token=APP_TOKEN))["url"]
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        await fake.socket.disconnect("warning", close_after=0.05)
+        assert (await ws.receive_json())["reason"] == "warning"
+        assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+
+
+async def test_waiting_has_a_deadline(fake: FakeSlack) -> None:
+    with pytest.raises(TimeoutError, match="the impossible"):
+        await fake.wait_for(lambda: False, 0.05, what="the impossible")
 
 
 async def test_slack_caps_open_sockets(fake: FakeSlack) -> None:
-    fake.max_connections = 2
+    fake.socket.max_connections = 2
     app_client = web_client(fake, APP_TOKEN)
     async with aiohttp.ClientSession() as session:
         sockets = []
@@ -340,7 +391,7 @@ async def test_slack_caps_open_sockets(fake: FakeSlack) -> None:
         assert reused.status == 401  # a ticket opens one socket
         for ws in sockets:
             await ws.close()
-    await fake.wait_for(lambda: not fake.open_connections, what="every socket closed")
+    await fake.wait_for(lambda: not fake.socket.open_connections, what="every socket closed")
 
 
 # -- slack_bolt ------------------------------------------------------------------------------
@@ -365,19 +416,19 @@ async def test_bolt_in_socket_mode_runs_a_mention_and_acks_a_command(fake: FakeS
         await ack(text=f"running {command['text']}")
 
     handler = AsyncSocketModeHandler(app, APP_TOKEN)
-    await handler.connect_async()
+    await handler.connect_async()  # type: ignore[no-untyped-call]
     try:
         event = app_mention("summarise")
-        await fake.wait_for_ack(await fake.send_event(event))
+        await fake.socket.wait_for_ack(await fake.socket.send_event(event))
         await fake.wait_for(lambda: fake.messages(CHANNEL), what="the reply")
         assert mentions[0]["text"] == event["text"]
         assert fake.thread(CHANNEL, event["ts"])[0]["text"] == "on it"
         assert len(fake.calls_to("auth.test")) == 1  # asked lazily, at the first request
 
-        ack = await fake.wait_for_ack(await fake.send_command("/x", "digest"))
+        ack = await fake.socket.wait_for_ack(await fake.socket.send_command("/x", "digest"))
         assert ack.payload == {"text": "running digest"}
     finally:
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]
 
 
 async def test_bolt_in_http_mode_accepts_signed_requests_and_refuses_forged(
