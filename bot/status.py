@@ -54,7 +54,7 @@ async def publish_forever(redis: Redis, health: Health, channels: Channels) -> N
             await asyncio.sleep(EVERY)
     finally:
         with contextlib.suppress(RedisError, RuntimeError):
-            await asyncio.shield(redis.hdel(KEY, name))  # type: ignore[misc, arg-type]
+            await asyncio.shield(redis.hdel(KEY, name))  # type: ignore[arg-type]
 
 
 async def publish(redis: Redis, name: str, parts: list[Part], channels: Channels) -> None:
