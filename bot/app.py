@@ -350,24 +350,64 @@ async def run_up(
         for name, adapter in channels.items():
             if isinstance(adapter, Reports):
                 runtime.health.add(name, "channel", channel_check(name, adapter))
-        publishing = asyncio.create_task(
-            status.publish_forever(runtime.redis, runtime.health, channels),
-            name="switchboard-status",
-        )
         try:
             await channels.start(lambda incoming: receive(runtime.core, incoming))
             await server.start()
             async with in_process_worker(runtime):
                 await _first_poll(runtime, FIRST_POLL_SECONDS)
-                if ready is not None:
-                    ready(server.url, runtime)
-                await stopping.wait()
+                async with _publishing(runtime):
+                    if ready is not None:
+                        ready(server.url, runtime)
+                    await stopping.wait()
         finally:
-            publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publishing
             await channels.stop()  # first: the web chat's open event streams end
             await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _publishing(runtime: Runtime) -> AsyncIterator[None]:
+    """This process's health in Redis for `switchboard status`, while it runs."""
+    await status.publish_once(runtime.redis, runtime.health, runtime.core.channels)
+    task = asyncio.create_task(
+        status.publish_forever(runtime.redis, runtime.health, runtime.core.channels),
+        name="switchboard-status",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def undelivered(core: Core, hours: float = 24) -> list[status.Undelivered]:
+    """Replies of the last ``hours`` that failed or expired, newest first."""
+    from sqlalchemy import select, text
+
+    from bot.storage.models import Outbox
+
+    query = (
+        select(Outbox)
+        .where(
+            Outbox.status.in_(("failed", "expired")),
+            Outbox.created_at > text(f"now() - interval '{float(hours)} hours'"),
+        )
+        .order_by(Outbox.id.desc())
+        .limit(100)
+    )
+    async with core.sessions() as session:
+        rows = list(await session.scalars(query))
+    return [
+        status.Undelivered(
+            row.id,
+            row.channel,
+            row.status,
+            row.created_at.timestamp(),
+            row.last_error or "",
+            str(row.payload.get("text", "")),
+        )
+        for row in rows
+    ]
 
 
 def channel_check(name: str, adapter: Reports) -> health.Check:

@@ -294,6 +294,29 @@ def db_current() -> None:
     run_async(work)
 
 
+@app.command("status")
+def status() -> None:
+    """How each running Switchboard is: services, worker, every enabled channel (connected
+    since, last event, last send, last error), and replies that did not go out. Exits 1
+    when an enabled channel is down."""
+    settings = settings_for("WARNING")
+
+    async def work() -> bool:
+        from bot import status as status_of
+        from bot.app import open_runtime, undelivered
+
+        async with open_runtime(settings, prepare=False) as runtime:
+            found = await status_of.reports(runtime.redis)
+            enabled = [name for name in runtime.core.channels if name != "terminal"]
+            missed = await undelivered(runtime.core)
+        text, ok = status_of.summary(found, enabled, missed, time.time())
+        typer.echo(text)
+        return ok
+
+    if not run_async(work):
+        raise typer.Exit(1)
+
+
 @app.command("config")
 def show_config() -> None:
     """Show the settings in effect (credentials masked)."""

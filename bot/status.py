@@ -44,17 +44,21 @@ def process_name() -> str:
 
 
 async def publish_forever(redis: Redis, health: Health, channels: Channels) -> None:
-    """Publish this process's report every EVERY seconds until cancelled; the report is
+    """Publish this process's report every EVERY seconds until cancelled (the first is
+    ``publish_once``'s); the report is
     removed on the way out, so a stopped process is not shown as running."""
-    name = process_name()
     try:
         while True:
-            with contextlib.suppress(RedisError):
-                await publish(redis, name, await health.report(), channels)
             await asyncio.sleep(EVERY)
+            await publish_once(redis, health, channels)
     finally:
         with contextlib.suppress(RedisError, RuntimeError):
-            await asyncio.shield(redis.hdel(KEY, name))  # type: ignore[arg-type]
+            await asyncio.shield(redis.hdel(KEY, process_name()))  # type: ignore[arg-type]
+
+
+async def publish_once(redis: Redis, health: Health, channels: Channels) -> None:
+    with contextlib.suppress(RedisError):
+        await publish(redis, process_name(), await health.report(), channels)
 
 
 async def publish(redis: Redis, name: str, parts: list[Part], channels: Channels) -> None:

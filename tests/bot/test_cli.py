@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import sys
@@ -234,10 +235,18 @@ async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
         second = await switchboard(user_settings, "up", "--port", str(port))
         assert second.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+
+        running = await switchboard(user_settings, "status")
+        assert running.returncode == 0, running.stdout + running.stderr
+        assert "1 Switchboard process(es) reporting." in running.stdout
+        assert re.search(rf"web +ok +listening on 127.0.0.1:{port}", running.stdout)
     finally:
         up.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(up.wait(), 30)
     assert code == 0
+    stopped = await switchboard(user_settings, "status")
+    assert stopped.returncode == 1
+    assert re.search(r"web +DOWN +enabled, but no running process serves it", stopped.stdout)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
