@@ -186,7 +186,7 @@ class SlackAdapter:
         if not await self._wanted(event, bot_user):
             return
         files = await self._download(slack_events.shared_files(event))
-        incoming = slack_events.message(event, str(body.get("team_id") or team), bot_user, files)
+        incoming = slack_events.message(event, team, bot_user, files)
         await self._store(incoming)
         if incoming.ref.thread:
             await self._remember_thread(incoming.ref)
@@ -207,11 +207,13 @@ class SlackAdapter:
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         self.state.received()
-        await self._acked(ack, slack_events.command(body))
+        _, team = await self._whoami()
+        await self._acked(ack, slack_events.command(body, team))
 
     async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         self.state.received()
-        incoming = slack_events.button(body)
+        _, team = await self._whoami()
+        incoming = slack_events.button(body, team)
         if incoming is None:
             await ack()
             return

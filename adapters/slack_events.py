@@ -54,15 +54,23 @@ def conversation(event: Mapping[str, Any], team: str, *, mention: bool) -> Conve
     return ConversationRef(channel=CHANNEL, workspace=team, chat=channel, thread=thread)
 
 
+def account(user: str, team: str, installed: str) -> str:
+    """A person's account id: the user id, qualified with their workspace when that is not
+    the one the bot is installed in (Slack Connect), so access policies can tell them apart."""
+    return user if not team or team == installed else f"{team}/{user}"
+
+
 def message(
     event: Mapping[str, Any], team: str, bot_user: str, attachments: tuple[Attachment, ...]
 ) -> IncomingMessage:
-    """A person's message (DM, mention, or in a thread the bot is part of)."""
+    """A person's message (DM, mention, or in a thread the bot is part of); ``team`` is the
+    workspace the bot is installed in."""
     mention = event.get("type") == "app_mention" or _mentions(event, bot_user)
+    home = str(event.get("user_team") or event.get("team") or team)
     return IncomingMessage(
         ref=conversation(event, team, mention=mention),
         external_id=qualify(str(event["channel"]), str(event["ts"])),
-        author=Author(str(event.get("user", "")), ""),
+        author=Author(account(str(event.get("user", "")), home, team), ""),
         text=strip_mention(str(event.get("text") or ""), bot_user),
         attachments=attachments,
         raw=dict(event),
@@ -94,7 +102,7 @@ def shared_files(event: Mapping[str, Any]) -> list[SharedFile]:
     ]
 
 
-def command(body: Mapping[str, Any]) -> IncomingMessage:
+def command(body: Mapping[str, Any], installed: str) -> IncomingMessage:
     """A slash command as the text command it is (``/run digest``); its ``response_url``
     rides along as the reply handle, for a channel the bot may not post in."""
     text = f"{body['command']} {body.get('text') or ''}".strip()
@@ -107,13 +115,16 @@ def command(body: Mapping[str, Any]) -> IncomingMessage:
         ),
         # Slash commands carry no message id; the trigger id is unique per invocation.
         external_id=f"command:{body['trigger_id']}",
-        author=Author(str(body["user_id"]), str(body.get("user_name") or "")),
+        author=Author(
+            account(str(body["user_id"]), str(body.get("team_id") or ""), installed),
+            str(body.get("user_name") or ""),
+        ),
         text=text,
         raw=dict(body),
     )
 
 
-def button(body: Mapping[str, Any]) -> IncomingMessage | None:
+def button(body: Mapping[str, Any], installed: str) -> IncomingMessage | None:
     """A click on one of our buttons, as the command it stands for, from the person who
     clicked, in the conversation of the message that carries it; None for other actions."""
     actions = [a for a in body.get("actions") or () if a.get("action_id") == ACTION_PREFIX]
@@ -133,7 +144,10 @@ def button(body: Mapping[str, Any]) -> IncomingMessage | None:
             handle=str(body.get("response_url") or ""),
         ),
         external_id=f"action:{channel}:{action.get('action_ts') or body.get('trigger_id')}",
-        author=Author(str(user.get("id") or ""), str(user.get("username") or "")),
+        author=Author(
+            account(str(user.get("id") or ""), str(user.get("team_id") or ""), installed),
+            str(user.get("username") or ""),
+        ),
         text=str(action.get("value") or ""),
         raw=dict(body),
     )

@@ -1,9 +1,12 @@
 """Who may talk at all: each channel's access policy, checked before anything else runs.
 
-``open`` answers everyone. ``allowlist`` answers the platform ids listed for the channel
-(for email: addresses, or domains such as ``example.com``) and refuses everyone else
-without a word. ``pairing`` gives an unknown person a short code and nothing else until the
-owner approves it (``switchboard users approve CODE`` or ``/approve-user CODE``).
+``open`` answers everyone. ``workspace`` answers the members of the workspace the bot is
+installed in and pairs everyone else (an adapter writes the account of someone from another
+workspace with that workspace: ``T0OTHER/U123``). ``allowlist`` answers the platform ids
+listed for the channel (for email: addresses, or domains such as ``example.com``) and
+refuses everyone else without a word. ``pairing`` gives an unknown person a short code and
+nothing else until the owner approves it (``switchboard users approve CODE`` or
+``/approve-user CODE``).
 
 Owners, admins and approved people always pass. A refused message is kept (it was stored
 before the platform's ack), marked ``refused`` and audited; no command runs for it and no
@@ -55,7 +58,7 @@ async def gate(core: Core, turn: Turn) -> Reply | None:
     if policy == "open":
         return None
     sender = await _sender(core, turn)
-    if sender.passes:
+    if sender.passes or (policy == "workspace" and _member(sender)):
         return None
     if policy == "allowlist":
         if admits(turn.ref.channel, sender.accounts, allowed):
@@ -76,6 +79,14 @@ async def _sender(core: Core, turn: Turn) -> Sender:
     if person is None:
         return Sender(None, people.MEMBER, False, found)
     return Sender(person.id, person.role, person.approved_at is not None, found)
+
+
+def _member(sender: Sender) -> bool:
+    """A member of the installed workspace: an account not qualified with another one."""
+    return any(FOREIGN not in account for account in sender.accounts)
+
+
+FOREIGN = "/"  # separates another workspace from the account id: T0OTHER/U123
 
 
 def admits(channel: str, accounts: tuple[str, ...], allowed: list[str]) -> bool:

@@ -13,8 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MODEL = "ollama/llama3.2"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 
-# Who may talk on a channel: everyone, the listed accounts, or whoever the owner approved.
-Access = Literal["open", "allowlist", "pairing"]
+# Who may talk on a channel: everyone, the members of the installed workspace (others pair),
+# the listed accounts, or whoever the owner approved.
+Access = Literal["open", "workspace", "allowlist", "pairing"]
 # Allow lists (platform user ids; for email, addresses and domains) and host names are
 # written in the environment as comma-separated text (a,b,c), not JSON.
 CommaList = Annotated[list[str], NoDecode]
@@ -93,7 +94,7 @@ class Settings(BaseSettings):
     web_allow: CommaList = Field(default_factory=list)
     terminal_access: Access = "open"
     terminal_allow: CommaList = Field(default_factory=list)
-    slack_access: Access = "pairing"
+    slack_access: Access = "workspace"
     slack_allow: CommaList = Field(default_factory=list)
     telegram_access: Access = "pairing"
     telegram_allow: CommaList = Field(default_factory=list)

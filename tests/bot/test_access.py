@@ -236,3 +236,16 @@ async def test_an_expired_code_is_not_approved(runtime: Runtime) -> None:
     await tell(runtime, "still me")
     await drain(runtime)
     assert await statuses(runtime, stranger) == ["refused", "refused"]
+
+
+async def test_slack_answers_its_workspace_and_pairs_people_from_other_workspaces(
+    runtime: Runtime,
+) -> None:
+    assert runtime.core.settings.slack_access == "workspace"
+    member = await tell(runtime, "hello", who="U0MEMBER", channel="slack")
+    guest = await tell(runtime, "hello", who="T0OTHER/U0GUEST", channel="slack")
+    await drain(runtime)
+
+    assert await answers(runtime, member) == ["echo: hello"]
+    assert await statuses(runtime, guest) == ["refused"]
+    assert CODE.search((await answers(runtime, guest))[0])
