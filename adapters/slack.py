@@ -101,7 +101,7 @@ class SlackAdapter:
         self.app.event("message")(self._on_event)
         self.app.event("app_mention")(self._on_event)
         self.app.command(re.compile(r"^/"))(self._on_command)
-        self.app.action(slack_events.ACTION_PREFIX)(self._on_action)
+        self.app.action(re.compile(f"^{slack_events.ACTION_PREFIX}"))(self._on_action)
         self.socket: AsyncSocketModeHandler | None = None
         self.identity: tuple[str, str] | None = None  # (bot user id, team id)
         self.state = _State()
@@ -284,10 +284,12 @@ class SlackAdapter:
     async def _send(self, out: OutgoingMessage) -> SentRef:
         parts = render(out.text, "mrkdwn", TEXT_LIMIT) if out.text.strip() else []
         sent = await self._sent_parts(out.idempotency_key)
+        if out.buttons and (not parts or len(parts[-1]) > slack_events.SECTION_LIMIT):
+            parts.append("")  # the buttons, as a message of their own
         for index, part in enumerate(parts):
             if index < len(sent):
                 continue
-            ts = await self._post_part(out, part, first=index == 0)
+            ts = await self._post_part(out, part, first=index == 0, last=index == len(parts) - 1)
             sent.append(ts)
             await self._note_part(out.idempotency_key, ts)
         for index, attachment in enumerate(out.attachments):
@@ -297,16 +299,20 @@ class SlackAdapter:
         self.state.sent()
         return SentRef(sent[0] if sent else "")
 
-    async def _post_part(self, out: OutgoingMessage, text: str, *, first: bool) -> str:
+    async def _post_part(self, out: OutgoingMessage, text: str, *, first: bool, last: bool) -> str:
         ref = out.ref
         placeholder = await self._placeholder(out) if first else None
+        blocks = slack_events.blocks(text, out.buttons) if last and out.buttons else None
+        text = text or " · ".join(button.command for button in out.buttons)
         await self.pacer.wait_turn(ref.chat)
         try:
             if placeholder:
-                await self.client.chat_update(channel=ref.chat, ts=placeholder, text=text)
+                await self.client.chat_update(
+                    channel=ref.chat, ts=placeholder, text=text, blocks=blocks
+                )
                 return placeholder
             posted = await self.client.chat_postMessage(
-                channel=ref.chat, thread_ts=ref.thread or None, text=text
+                channel=ref.chat, thread_ts=ref.thread or None, text=text, blocks=blocks
             )
         except SlackApiError as exc:
             if ref.handle and exc.response.get("error") in NOT_POSTABLE:

@@ -9,14 +9,15 @@ Slack numbers messages (``ts``) per channel: a mention that arrives both as
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.messages import Attachment, Author, ConversationRef, IncomingMessage
+from bot.messages import Attachment, Author, Button, ConversationRef, IncomingMessage
 
 CHANNEL = "slack"
-ACTION_PREFIX = "sb-command"  # a button's action_id; its value is the command it runs
+ACTION_PREFIX = "sb-command-"  # a button's action_id (+ its position): its value is a command
+SECTION_LIMIT = 3000  # characters of a section block's text
 # Subtypes that are a person's message (anything else: joins, topics, bots, edits, ...).
 PEOPLE_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
 _LEADING_MENTION = re.compile(r"^\s*<@([A-Z0-9]+)(?:\|[^>]*)?>[\s:,]*")
@@ -124,10 +125,27 @@ def command(body: Mapping[str, Any], installed: str) -> IncomingMessage:
     )
 
 
+def blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
+    """A message's text over a row of buttons (the text must fit one section block)."""
+    elements = [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": b.label[:75]},
+            "action_id": f"{ACTION_PREFIX}{index}",
+            "value": b.command[:2000],
+        }
+        for index, b in enumerate(buttons[:25])
+    ]
+    section = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}] if text else []
+    return [*section, {"type": "actions", "block_id": "sb-buttons", "elements": elements}]
+
+
 def button(body: Mapping[str, Any], installed: str) -> IncomingMessage | None:
     """A click on one of our buttons, as the command it stands for, from the person who
     clicked, in the conversation of the message that carries it; None for other actions."""
-    actions = [a for a in body.get("actions") or () if a.get("action_id") == ACTION_PREFIX]
+    actions = [
+        a for a in body.get("actions") or () if str(a.get("action_id")).startswith(ACTION_PREFIX)
+    ]
     container = body.get("container") or {}
     channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
     if not actions or not channel:

@@ -97,6 +97,16 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True)
+class Button:
+    """A button under a message; clicking it sends ``command`` as the person who clicked,
+    so the command's own checks decide whether the click counts. Channels without buttons
+    show the command to type instead."""
+
+    label: str
+    command: str
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     ref: ConversationRef
     text: str
@@ -104,6 +114,7 @@ class OutgoingMessage:
     # Ties a reply to the inbound message it answers; platforms that can, use it for dedup.
     idempotency_key: str = ""
     in_reply_to: int | None = None
+    buttons: tuple[Button, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +125,7 @@ class OutgoingMessage:
             ],
             "idempotency_key": self.idempotency_key,
             "in_reply_to": self.in_reply_to,
+            "buttons": [dataclasses.asdict(button) for button in self.buttons],
         }
 
     @classmethod
@@ -134,6 +146,7 @@ class OutgoingMessage:
             attachments=attachments,
             idempotency_key=data["idempotency_key"],
             in_reply_to=data["in_reply_to"],
+            buttons=tuple(Button(**button) for button in data.get("buttons", ())),
         )
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from bot.core import Core
 from bot.errors import LimitExceeded, UserFacingError
-from bot.messages import Attachment, ConversationRef
+from bot.messages import Attachment, Button, ConversationRef
 from bot.sandbox import Sandbox
 from bot.values import jsonable, problems
 from workflows.errors import NodeFailed, WorkflowError
@@ -34,7 +34,8 @@ from workflows.state import DONE_STEP, FINAL_RUN, RunState, RunStore, StepState
 log = logging.getLogger(__name__)
 
 Post = Callable[
-    [RunState, str, str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]
+    [RunState, str, str, tuple[Attachment, ...], ConversationRef | None, tuple[Button, ...]],
+    Awaitable[None],
 ]
 Wake = Callable[[RunState, datetime], Awaitable[None]]
 Progress = Callable[[RunState, str], Awaitable[None]]
@@ -279,9 +280,12 @@ class Engine:
         self, run: RunState, node: NodeSpec, attempt: int, variables: dict[str, Any]
     ) -> NodeContext:
         async def post(
-            text: str, files: tuple[Attachment, ...], target: ConversationRef | None
+            text: str,
+            files: tuple[Attachment, ...],
+            target: ConversationRef | None,
+            buttons: tuple[Button, ...] = (),
         ) -> None:
-            await self.post(run, node.id, text, files, target)
+            await self.post(run, node.id, text, files, target, buttons)
 
         async def subflow(child: Child) -> NodeResult:
             assert self.subflow is not None

@@ -13,7 +13,7 @@ from bot import locks, outbox, people, replies, usage
 from bot.channels import MAX_FILE
 from bot.conversation import conversation_for
 from bot.core import Core
-from bot.messages import Attachment, ConversationRef, OutgoingMessage
+from bot.messages import Attachment, Button, ConversationRef, OutgoingMessage
 from bot.people import Viewer
 from bot.storage.models import (
     ChannelAccount,
@@ -138,10 +138,11 @@ def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
         text: str,
         files: tuple[Attachment, ...],
         target: ConversationRef | None,
+        buttons: tuple[Button, ...] = (),
     ) -> None:
         if target is None and run.ref is None:
             raise WorkflowError(replies.nowhere_to_post())
-        await _post(core, run, f"run:{run.id}:{node_id}", text, files, target)
+        await _post(core, run, f"run:{run.id}:{node_id}", text, files, target, buttons)
 
     async def progress(run: RunState, text: str) -> None:
         channel = core.channels.status_line(run.ref.channel) if run.ref else None
@@ -198,6 +199,7 @@ async def _post(
     text: str,
     files: tuple[Attachment, ...] = (),
     target: ConversationRef | None = None,
+    buttons: tuple[Button, ...] = (),
 ) -> None:
     ref = target or run.ref
     if ref is None:
@@ -210,7 +212,7 @@ async def _post(
     await outbox.post(
         core,
         conversation_id,
-        OutgoingMessage(ref=ref, text=text, attachments=files, idempotency_key=key),
+        OutgoingMessage(ref, text, files, idempotency_key=key, buttons=buttons),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.config import TemplateBounds
 from bot.core import Core
-from bot.messages import Attachment, ConversationRef
+from bot.messages import Attachment, Button, ConversationRef
 from bot.sandbox import Sandbox
 from workflows.engine import Engine
 from workflows.errors import NodeFailed, WorkflowError
@@ -81,7 +81,12 @@ async def _run_in_memory(
     result = MemoryRun(run)
 
     async def post(
-        run: RunState, node_id: str, text: str, files: tuple[Attachment, ...], target: Any
+        run: RunState,
+        node_id: str,
+        text: str,
+        files: tuple[Attachment, ...],
+        target: Any,
+        buttons: tuple[Button, ...],
     ) -> None:
         result.posts.append(Posted(node_id, text, tuple(f.filename for f in files), target))
 

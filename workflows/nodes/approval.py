@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from bot.messages import Button
 from workflows.nodes.base import NodeContext, NodeResult, Params
 
 
@@ -35,6 +36,10 @@ class Approval:
             f"Reply /approve {ctx.run_id} or /reject {ctx.run_id} [reason] ({who} may decide).",
             (),
             None,
+            (
+                Button("Approve", f"/approve {ctx.run_id}"),
+                Button("Reject", f"/reject {ctx.run_id}"),
+            ),
         )
         return NodeResult(
             output={"kind": "approval", "approvers": params.approvers},

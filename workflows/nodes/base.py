@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.messages import Attachment, ConversationRef
+from bot.messages import Attachment, Button, ConversationRef
 from bot.tools import ToolContext
 
 if TYPE_CHECKING:
@@ -24,6 +24,18 @@ class Params(BaseModel):
     """Base of every node type's parameters: unknown keys are mistakes, not extras."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Poster(Protocol):
+    """Posts a message into the run's conversation (or ``target``) through the outbox."""
+
+    async def __call__(
+        self,
+        text: str,
+        files: tuple[Attachment, ...],
+        target: ConversationRef | None,
+        buttons: tuple[Button, ...] = (),
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class NodeContext:
     # run (even one with the same id in a database made anew): for idempotency keys.
     call_key: str
     # Posts a message into the run's conversation (or a named one) through the outbox.
-    post: Callable[[str, tuple[Attachment, ...], ConversationRef | None], Awaitable[None]]
+    post: Poster
     # Where the node's own expressions run (a condition's `if`, a map's items), within bounds.
     sandbox: Sandbox
     # Runs a sub-workflow for this node: a durable run of its own the node waits for, or (in
