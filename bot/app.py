@@ -333,10 +333,16 @@ async def run_worker(settings: Settings, *, burst: bool) -> None:
 
 
 async def run_up(
-    settings: Settings, *, host: str, port: int, ready: ReadyHook | None = None
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    ready: ReadyHook | None = None,
+    worker: bool = True,
 ) -> None:
-    """`switchboard up`: services, schema, personas, the web chat and a worker, until a
-    signal; ``/healthz`` tells how each part is."""
+    """`switchboard up`: services, schema, personas, the HTTP server, every enabled channel
+    and (unless ``worker`` is off: an ingress process, with workers elsewhere) a worker,
+    until a signal; ``/healthz`` tells how each part is."""
     from adapters.http import HttpServer
     from bot.conversation import receive
 
@@ -353,15 +359,24 @@ async def run_up(
         try:
             await channels.start(lambda incoming: receive(runtime.core, incoming))
             await server.start()
-            async with in_process_worker(runtime):
-                await _first_poll(runtime, FIRST_POLL_SECONDS)
-                async with _publishing(runtime):
-                    if ready is not None:
-                        ready(server.url, runtime)
-                    await stopping.wait()
+            async with _worker_if(worker, runtime), _publishing(runtime):
+                if ready is not None:
+                    ready(server.url, runtime)
+                await stopping.wait()
         finally:
             await channels.stop()  # first: the web chat's open event streams end
             await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _worker_if(wanted: bool, runtime: Runtime) -> AsyncIterator[None]:
+    """A worker in this process, polling before "ready" is said; or none (ingress only)."""
+    if not wanted:
+        yield
+        return
+    async with in_process_worker(runtime):
+        await _first_poll(runtime, FIRST_POLL_SECONDS)
+        yield
 
 
 @contextlib.asynccontextmanager

@@ -53,8 +53,15 @@ def up(
             metavar="PORT", min=0, max=65535, help="Port for the web chat (0: any free port)."
         ),
     ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Run a worker in this process (--no-worker: ingress only, workers elsewhere)."
+        ),
+    ] = True,
 ) -> None:
-    """Start Switchboard: services, web chat and a worker, until Ctrl+C."""
+    """Start Switchboard: services, web chat, every enabled channel and a worker, until
+    Ctrl+C."""
     from bot.app import run_up
 
     settings = settings_for()
@@ -65,12 +72,21 @@ def up(
         typer.echo(f"Switchboard is ready in {took:.1f}s.")
         typer.echo(f"  Web chat:  {url}")
         typer.echo("  Terminal:  switchboard chat")
+        if "slack" in runtime.core.channels:
+            how = "Socket Mode" if settings.slack_app_token else f"events at {url}/slack/events"
+            typer.echo(f"  Slack:     {how}")
         typer.echo(f"  Model:     {settings.model}")
+        if not worker:
+            typer.echo("  Worker:    none here (--no-worker): run `switchboard worker` elsewhere")
         typer.echo("Press Ctrl+C to stop.")
 
     run_async(
         lambda: run_up(
-            settings, host=host or settings.web_host, port=port or settings.web_port, ready=ready
+            settings,
+            host=host or settings.web_host,
+            port=port or settings.web_port,
+            ready=ready,
+            worker=worker,
         )
     )
 
