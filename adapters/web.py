@@ -10,7 +10,6 @@ The guards every route passes (host names, same origin, security headers) are in
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -213,11 +212,11 @@ class WebAdapter:
         except RedisError as exc:
             log.warning("message %s stored, but not shown to other tabs: %s", message_id, exc)
 
-    def _links(self, message_id: int, names: Sequence[str]) -> list[dict[str, str]]:
+    def _links(self, message_id: int | None, names: Sequence[str]) -> list[dict[str, str]]:
         """Each file's name, and where to download it when this server keeps files."""
         return [
             {"name": name}
-            if self.files is None
+            if self.files is None or message_id is None
             else {"name": name, "url": f"{API_PREFIX}files/{message_id}/{index}"}
             for index, name in enumerate(names)
         ]
@@ -245,6 +244,20 @@ class WebAdapter:
             "text": line.text,
             "html": None if mine else to_html(line.text),
             "files": self._links(line.message_id, line.files),
+        }
+
+    def _shown(self, entry: StreamEntry) -> dict[str, object]:
+        """A stream entry as the page takes it; a reply's files as links to download them
+        (the entry carries their ids, never their bytes)."""
+        out = entry.out
+        if out is None:
+            return entry.data
+        return {
+            "key": out.idempotency_key,
+            "in_reply_to": out.in_reply_to,
+            "text": out.text,
+            "html": to_html(out.text),
+            "files": self._links(out.message_id, [a.filename for a in out.attachments]),
         }
 
     async def _file(self, request: web.Request) -> web.Response:
@@ -306,7 +319,7 @@ class WebAdapter:
                 return
             for entry in entries:
                 after = entry.entry_id
-                await response.write(_event(entry.entry_id, entry.kind, _page_payload(entry)))
+                await response.write(_event(entry.entry_id, entry.kind, self._shown(entry)))
             await response.write(b": keep-alive\n\n")
 
     async def _read(self, chat: str, after: str) -> list[StreamEntry] | None:
@@ -416,25 +429,6 @@ def _check_total(request: web.Request) -> None:
 
 def _decode(part: BodyPartReader, data: bytes) -> str:
     return decode(data, part.get_charset("utf-8"))
-
-
-def _page_payload(entry: StreamEntry) -> dict[str, object]:
-    if entry.out is None:
-        return entry.data
-    return {
-        "key": entry.out.idempotency_key,
-        "in_reply_to": entry.out.in_reply_to,
-        "text": entry.out.text,
-        "html": to_html(entry.out.text),
-        "attachments": [
-            {
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "data": base64.b64encode(a.data).decode(),
-            }
-            for a in entry.out.attachments
-        ],
-    }
 
 
 def _event(entry_id: str, kind: str, data: dict[str, object]) -> bytes:

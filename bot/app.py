@@ -533,7 +533,7 @@ class LocalChat:
             received.message_id, after, self.core.settings.reply_timeout, on_delta
         )
         status = await message_status(self.core, received.message_id)
-        outcome = ChatOutcome(reply.text, status != "failed", self._kept(reply))
+        outcome = ChatOutcome(reply.text, status != "failed", await self._kept(reply))
         for run_id in await started_by(self.core, received.message_id) if follow_runs else []:
             outcome = outcome.then(await self._follow(run_id, after))
         return outcome
@@ -556,12 +556,12 @@ class LocalChat:
                     shown.append(entry.out)
             last = last_message_key(run) if stopped else None
             if stopped and (last is None or last in {out.idempotency_key for out in shown}):
-                return self._run_outcome(run_id, run.status, shown, None)
+                return await self._run_outcome(run_id, run.status, shown, None)
             if time.monotonic() > deadline:
                 waited = self.core.settings.reply_timeout
-                return self._run_outcome(run_id, run.status, shown, waited)
+                return await self._run_outcome(run_id, run.status, shown, waited)
 
-    def _run_outcome(
+    async def _run_outcome(
         self, run_id: int, status: str, shown: list[OutgoingMessage], waited: float | None
     ) -> ChatOutcome:
         from bot import replies
@@ -569,13 +569,19 @@ class LocalChat:
         texts = [out.text for out in shown]
         if waited is not None or status in ("waiting", "cancelled"):
             texts.append(replies.run_goes_on(run_id, status, waited))
-        saved = tuple(path for out in shown for path in self._kept(out))
+        saved = tuple([path for out in shown for path in await self._kept(out)])
         ok = waited is None and status in ("succeeded", "waiting")
         return ChatOutcome("\n".join(texts), ok, saved)
 
-    def _kept(self, out: OutgoingMessage) -> tuple[str, ...]:
-        """The files a message carries, saved in the chat's folder."""
-        return tuple(self._save(a.filename, a.data) for a in out.attachments if a.data)
+    async def _kept(self, out: OutgoingMessage) -> tuple[str, ...]:
+        """The files a message carries, read from the database (a stream entry has only
+        their ids) and saved in the chat's folder."""
+        from bot.files import content
+
+        kept = [a for a in out.attachments if a.data or a.file_id is not None]
+        return tuple(
+            [await self._save(a.filename, await content(self.core.engine, a)) for a in kept]
+        )
 
     async def unprompted(self) -> AsyncIterator[str]:
         """Replies that answer no message of ours (workflow posts) and status lines."""
@@ -588,7 +594,7 @@ class LocalChat:
                 elif entry.kind == "status":
                     yield str(entry.data["text"])
 
-    def _save(self, filename: str, data: bytes) -> str:
+    async def _save(self, filename: str, data: bytes) -> str:
         path = self.save_dir / filename
-        path.write_bytes(data)
+        await asyncio.to_thread(path.write_bytes, data)  # up to 25 MB: off the event loop
         return str(path)

@@ -285,7 +285,8 @@ async def message_file(
 ) -> Attachment | None:
     """The ``index``-th file of a message at ``ref``, with its content; None when the
     conversation at ``ref`` has no such message or file, so a channel serves only its own.
-    A reply's files are inline in its outbox row; a received file is in the files table."""
+    Files of either direction are in the files table; a reply sent before files went by
+    reference has its bytes inline in its outbox row."""
     query = (
         select(Message.attachments, Outbox.payload)
         .join(Conversation, _at(ref))
@@ -296,12 +297,12 @@ async def message_file(
         row = (await conn.execute(query)).one_or_none()
     if row is None or not 0 <= index < len(row.attachments or ()):
         return None
-    if row.payload is not None:
-        return OutgoingMessage.from_dict(row.payload).attachments[index]
     kept = row.attachments[index]
     attachment = Attachment(
         kept["filename"], kept["content_type"], kept["size"], file_id=kept.get("file_id")
     )
+    if attachment.file_id is None and row.payload is not None:
+        attachment = OutgoingMessage.from_dict(row.payload).attachments[index]
     return replace(attachment, data=await files.content(core.engine, attachment))
 
 

@@ -1,9 +1,11 @@
-"""Files people send: kept once per content in Postgres, read back as bytes or as text.
+"""Files people send and files Switchboard sends: kept once per content in Postgres, read
+back as bytes or as text.
 
 An adapter hands over a received file's bytes in ``Attachment.data``; ``keep`` stores them
 while the message is persisted (before the platform is acknowledged), and the message keeps
-only the metadata with a ``file_id``. Workers on any machine read the content back from the
-database.
+only the metadata with a ``file_id``. A reply's files are kept the same way when the outbox
+writes it (bot/outbox.py), so the outbox row and the local streams carry ids, never bytes.
+Workers on any machine, and the senders, read the content back with ``content``.
 """
 
 from __future__ import annotations

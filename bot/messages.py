@@ -57,9 +57,10 @@ class Attachment:
     content_type: str = "application/octet-stream"
     size: int = 0
     url: str = ""
-    # Inline content for files we produce (exports, documents); platforms' files keep a url.
+    # Inline content, in one process only: a file received or made (an export, a document)
+    # until ``bot.files.keep`` stores it; platforms' files not downloaded keep a url.
     data: bytes = b""
-    # Where a received file's content is kept (the files table), once it is stored.
+    # Where the content is kept (the files table), in either direction, once it is stored.
     file_id: int | None = None
 
     def __post_init__(self) -> None:
@@ -115,39 +116,55 @@ class OutgoingMessage:
     idempotency_key: str = ""
     in_reply_to: int | None = None
     buttons: tuple[Button, ...] = ()
+    # Its own row in ``messages``, once the outbox wrote it: where its files download from.
+    message_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The message as JSON, its files by reference: the outbox row (JSONB, which cannot
+        hold a NUL) and a stream entry carry file ids, never bytes."""
         return {
             "ref": self.ref.to_dict(),
             "text": self.text,
-            "attachments": [
-                {**a.metadata(), "data": a.data.decode("latin-1")} for a in self.attachments
-            ],
+            "attachments": [_by_reference(a) for a in self.attachments],
             "idempotency_key": self.idempotency_key,
             "in_reply_to": self.in_reply_to,
             "buttons": [dataclasses.asdict(button) for button in self.buttons],
+            "message_id": self.message_id,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutgoingMessage:
-        attachments = tuple(
-            Attachment(
-                filename=a["filename"],
-                content_type=a["content_type"],
-                size=a["size"],
-                url=a["url"],
-                data=a["data"].encode("latin-1"),
-            )
-            for a in data["attachments"]
-        )
         return cls(
             ref=ConversationRef.from_dict(data["ref"]),
             text=data["text"],
-            attachments=attachments,
+            attachments=tuple(_attachment(a) for a in data["attachments"]),
             idempotency_key=data["idempotency_key"],
             in_reply_to=data["in_reply_to"],
             buttons=tuple(Button(**button) for button in data.get("buttons", ())),
+            message_id=data.get("message_id"),
         )
+
+
+def _by_reference(attachment: Attachment) -> dict[str, Any]:
+    if attachment.data:
+        raise ValueError(
+            f"{attachment.filename} still carries its bytes: an outgoing file goes by "
+            "reference, so keep it first (bot.files.keep gives it a file_id)"
+        )
+    return attachment.metadata()
+
+
+def _attachment(data: dict[str, Any]) -> Attachment:
+    """An attachment from a payload; one written before files went by reference (an old
+    outbox row or stream entry) has its bytes inline as latin-1 text."""
+    return Attachment(
+        filename=data["filename"],
+        content_type=data["content_type"],
+        size=data["size"],
+        url=data["url"],
+        data=data.get("data", "").encode("latin-1"),
+        file_id=data.get("file_id"),
+    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import replies
+from bot import files, replies
 from bot.core import Core
 from bot.errors import AdapterError
 from bot.locks import DELIVERING, conversation_lock
@@ -93,8 +93,10 @@ async def post(
 async def _write(
     session: AsyncSession, conversation_id: int, out: OutgoingMessage, persona_id: int | None
 ) -> int | None:
-    """The outbound message and its outbox row; None if the idempotency key was used before."""
+    """The outbound message and its outbox row, its files kept in the same transaction; None
+    if the idempotency key was used before."""
     async with session.begin_nested() as savepoint:
+        out = await _by_reference(session, out)
         message_id = await session.scalar(
             insert(Message)
             .values(
@@ -115,7 +117,7 @@ async def _write(
                 message_id=message_id,
                 conversation_id=conversation_id,
                 channel=out.ref.channel,
-                payload=out.to_dict(),
+                payload=replace(out, message_id=message_id).to_dict(),
                 idempotency_key=out.idempotency_key,
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
@@ -125,6 +127,14 @@ async def _write(
             await savepoint.rollback()  # sent before: keep neither row
             return None
     return int(outbox_id)
+
+
+async def _by_reference(session: AsyncSession, out: OutgoingMessage) -> OutgoingMessage:
+    """``out`` with its files' bytes stored (once per content) and only their ids kept."""
+    if not any(attachment.data for attachment in out.attachments):
+        return out
+    kept = await files.keep(await session.connection(), out.attachments)
+    return replace(out, attachments=kept)
 
 
 async def _deliver_soon(core: Core, outbox_id: int) -> None:
@@ -198,8 +208,9 @@ async def _deliver_one(core: Core, senders: Mapping[str, Sender], outbox_id: int
             log.warning("outbox %s expired undelivered after %s attempts", row.id, row.attempts)
             return "expired"
         row.attempts += 1
+        out = await _sendable(session, row)
         try:
-            sent = await _send(senders, row)
+            sent = await _send(senders, row.channel, out)
         except AdapterError as exc:
             _record_failure(core, row, exc)
         else:
@@ -219,11 +230,25 @@ async def _deliver_one(core: Core, senders: Mapping[str, Sender], outbox_id: int
     return status
 
 
-async def _send(senders: Mapping[str, Sender], row: Outbox) -> SentRef:
-    sender = senders.get(row.channel)
+async def _sendable(session: AsyncSession, row: Outbox) -> OutgoingMessage:
+    """The row's message. A row written before files went by reference has their bytes
+    inline: they are kept now, and the row and its message rewritten to carry their ids."""
+    written = OutgoingMessage.from_dict(row.payload)
+    out = await _by_reference(session, replace(written, message_id=row.message_id))
+    if out.attachments != written.attachments:
+        row.payload = out.to_dict()
+        metadata = [attachment.metadata() for attachment in out.attachments]
+        await session.execute(
+            update(Message).where(Message.id == row.message_id).values(attachments=metadata)
+        )
+    return out
+
+
+async def _send(senders: Mapping[str, Sender], channel: str, out: OutgoingMessage) -> SentRef:
+    sender = senders.get(channel)
     if sender is None:
-        raise AdapterError(f"no adapter for channel {row.channel!r} is configured", permanent=True)
-    return await sender.send(OutgoingMessage.from_dict(row.payload))
+        raise AdapterError(f"no adapter for channel {channel!r} is configured", permanent=True)
+    return await sender.send(out)
 
 
 def _external(row: Outbox) -> str | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
+import shutil
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,15 @@ from bot.app import Runtime
 from bot.channels import Dispatch
 from bot.config import Settings
 from bot.conversation import Received, message_file, receive, transcript
+from bot.core import Core
 from bot.messages import Attachment, Author, ConversationRef, IncomingMessage, OutgoingMessage
+from bot.router import Command
 from bot.storage.models import Message, Outbox
+from bot.turns import Reply, Turn
 from worker.settings import build_worker, health_check_key
+from workflows import store
+from workflows.engine import run_folder
+from workflows.runs import workspace_root
 
 REF = ConversationRef(channel="terminal", chat="alice")
 
@@ -237,3 +245,47 @@ async def serving(
         yield served
     finally:
         await served.stop()
+
+
+# Every byte value, NUL among them (Postgres JSONB cannot hold "\u0000": such a file can
+# only go out by reference), and 2 MB of random bytes (seeded: the same each run).
+EVERY_BYTE = bytes(range(256)) * 4 + b"\x00\x00PNG\x00"
+BINARY_FILES = {"every-byte.bin": EVERY_BYTE, "random.bin": random.Random(2).randbytes(2 * 2**20)}
+# A run replying with the binary files a tool left in its folder (see left_in_run_folder).
+FILES_WORKFLOW = """
+name: blobs
+command: /blobs
+nodes:
+  send: {type: reply, text: Your files., files: [every-byte.bin, random.bin]}
+"""
+
+
+def files_command(name: str) -> Command:
+    """A command replying with BINARY_FILES, as one rendering a chart or a deck would."""
+    made = tuple(Attachment(filename, data=data) for filename, data in BINARY_FILES.items())
+
+    async def make(core: Core, turn: Turn, args: list[str]) -> Reply:
+        return Reply(f"Made {len(made)} files.", attachments=made)
+
+    return Command(name, f"/{name}", "make files", make)
+
+
+async def save_workflow(runtime: Runtime, source: str) -> None:
+    async with runtime.core.sessions.begin() as session:
+        await store.save(session, source, origin="test")
+
+
+@contextlib.contextmanager
+def left_in_run_folder(runtime: Runtime, run_id: int) -> Iterator[None]:
+    """BINARY_FILES in a run's folder, as a tool would have left them there. The folder is
+    emptied before and after: run ids start over with each test's database, but the folders
+    stay for the whole session."""
+    folder = run_folder(workspace_root(runtime.core), run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, data in BINARY_FILES.items():
+        (folder / name).write_bytes(data)
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

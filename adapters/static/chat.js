@@ -36,17 +36,13 @@ function fileLinks(el, files) {
   const list = document.createElement("div");
   list.className = "files";
   for (const f of files) {
-    const href = f.url || (f.blob && URL.createObjectURL(f.blob));
+    const href = f.url;
     const item = document.createElement(href ? "a" : "span");
     if (href) { item.href = href; item.download = f.name; item.textContent = "Download " + f.name; }
     else item.textContent = "Attached: " + f.name;
     list.append(item);
   }
   el.append(list);
-}
-function inline(a) {  // a file carried in a live reply, as a download the page can offer
-  const bytes = Uint8Array.from(atob(a.data), (c) => c.charCodeAt(0));
-  return {name: a.filename, blob: new Blob([bytes], {type: a.content_type})};
 }
 function mine(text, files) {
   const el = bubble("me");
@@ -120,7 +116,7 @@ const handlers = {
     if (data.key) shownKeys.add(data.key);
     const target = el || place(bubble("bot"));
     if (data.in_reply_to != null) target.dataset.replyTo = data.in_reply_to;
-    fill(target, {...data, files: (data.attachments || []).map(inline)});
+    fill(target, data);  // its files come as links, as in the transcript
   },
   status(data) {
     const el = statuses.get(data.key) || place(bubble("status"));

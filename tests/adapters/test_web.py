@@ -21,10 +21,20 @@ from bot.app import Runtime, in_process_worker
 from bot.channels import Received
 from bot.conversation import receive
 from bot.errors import ServiceUnavailable
-from bot.messages import IncomingMessage
+from bot.messages import ConversationRef, IncomingMessage
 from bot.storage.models import Message
 from tests.fakes.llm_server import FakeLLM
-from tests.support import ServedWeb, drain, serving
+from tests.support import (
+    BINARY_FILES,
+    FILES_WORKFLOW,
+    ServedWeb,
+    drain,
+    files_command,
+    left_in_run_folder,
+    save_workflow,
+    serving,
+)
+from workflows import runs
 
 
 @pytest.fixture
@@ -113,18 +123,65 @@ async def test_page_post_and_reply_event(runtime: Runtime, web: ServedWeb) -> No
     ]
 
 
+async def _reply_event(
+    runtime: Runtime, client: aiohttp.ClientSession, web: ServedWeb, text: str
+) -> dict[str, Any]:
+    """The reply event the page gets for ``text``, posted with its event stream open."""
+    async with client.get(f"{web.url}/api/events") as events:
+        await client.post(f"{web.url}/api/messages", json={"text": text})
+        await drain(runtime)
+        return await asyncio.wait_for(_next_reply(events), 10)
+
+
+async def _downloads(
+    client: aiohttp.ClientSession, web: ServedWeb, reply: dict[str, Any]
+) -> dict[str, bytes]:
+    """Each file of a reply event, downloaded by its link; the links stay after a reload."""
+    lines = (await (await client.get(f"{web.url}/api/history")).json())["lines"]
+    assert lines[-1]["files"] == reply["files"]
+    found = {}
+    for link in reply["files"]:
+        download = await client.get(f"{web.url}{link['url']}")
+        assert download.status == 200
+        found[link["name"]] = await download.read()
+    return found
+
+
 async def test_export_arrives_as_a_downloadable_attachment(
     runtime: Runtime, web: ServedWeb
 ) -> None:
     async with browser(web) as client:
         await client.get(f"{web.url}/")
+        reply = await _reply_event(runtime, client, web, "/export")
+        (exported,) = (await _downloads(client, web, reply)).items()
+    assert exported[0].endswith(".md") and exported[1].startswith(b"# Conversation")
+
+
+async def test_binary_files_of_a_reply_download_byte_for_byte(
+    runtime: Runtime, web: ServedWeb
+) -> None:
+    runtime.core.commands.add(files_command("draw"))
+    async with browser(web) as client:
+        await client.get(f"{web.url}/")
+        reply = await _reply_event(runtime, client, web, "/draw")
+        assert reply["text"] == "Made 2 files."
+        assert await _downloads(client, web, reply) == BINARY_FILES
+
+
+async def test_binary_files_a_run_replies_with_download_byte_for_byte(
+    runtime: Runtime, web: ServedWeb
+) -> None:
+    await save_workflow(runtime, FILES_WORKFLOW)
+    async with browser(web) as client:
+        await client.get(f"{web.url}/")
+        ref = ConversationRef(channel="web", chat=chat_of(client, web))
         async with client.get(f"{web.url}/api/events") as events:
-            await client.post(f"{web.url}/api/messages", json={"text": "/export"})
-            await drain(runtime)
+            run_id, _ = await runs.start(runtime.core, "blobs", {}, trigger="shell", ref=ref)
+            with left_in_run_folder(runtime, run_id):
+                await drain(runtime)
             reply = await asyncio.wait_for(_next_reply(events), 10)
-    (attachment,) = reply["attachments"]  # type: ignore[misc]
-    assert attachment["filename"].endswith(".md")
-    assert attachment["content_type"] == "text/markdown"
+        assert reply["text"] == "Your files."
+        assert await _downloads(client, web, reply) == BINARY_FILES
 
 
 async def test_bad_requests_get_clear_errors(web: ServedWeb) -> None:

@@ -169,7 +169,7 @@ async def test_download_links_stay_after_a_reload(
     tab = await browser.tab(web.url)
     await send(tab, "/export")
     link = "document.querySelector('#log .bot .files a')"
-    assert (await tab.wait_for(f"{link}?.getAttribute('href')")).startswith("blob:")
+    assert (await tab.wait_for(f"{link}?.getAttribute('href')")).startswith("/api/files/")
 
     await tab.reload()
     href = await tab.wait_for(f"{link}?.getAttribute('href')")

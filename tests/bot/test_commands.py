@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot import files
 from bot.app import Runtime
 from tests.fakes.llm_server import FakeLLM
 from tests.support import reply_to
@@ -82,7 +83,7 @@ async def test_export_attaches_the_conversation_as_markdown(runtime: Runtime) ->
     assert out.text == "Here is this conversation (2 messages) as Markdown."
     (attachment,) = out.attachments
     assert attachment.filename.endswith(".md") and attachment.content_type == "text/markdown"
-    document = attachment.data.decode()
+    document = (await files.content(runtime.core.engine, attachment)).decode()
     assert document.startswith("# Conversation")
     assert "remember the milk" in document and "echo: remember the milk" in document
 

@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from sqlalchemy import select
 
 from adapters.local import LocalStream
-from bot import replies
+from bot import files, replies
 from bot.app import Runtime
 from bot.conversation import receive
 from bot.errors import ServiceUnavailable
@@ -148,7 +148,7 @@ async def test_turns_of_one_conversation_are_answered_in_order(
 
     replies = await delivered(runtime)
     assert [r.in_reply_to for r in replies] == [first.message_id, second.message_id]
-    exported = replies[1].attachments[0].data.decode()
+    exported = (await files.content(runtime.core.engine, replies[1].attachments[0])).decode()
     assert "echo: a slow question" in exported  # the export saw the answer before it
 
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select, text, update
 
+from bot import files
 from bot.app import Runtime
 from bot.conversation import receive
 from bot.messages import ConversationRef
@@ -498,7 +499,7 @@ async def test_files_a_run_makes_come_with_its_last_message(runtime: Runtime) ->
     assert done.text == "Run #1 of notes finished.\nwrote 17 bytes"
     [attached] = done.attachments
     assert (attached.filename, attached.content_type) == ("notes.txt", "text/plain")
-    assert attached.data == b"remember the milk"
+    assert await files.content(runtime.core.engine, attached) == b"remember the milk"
 
 
 async def test_a_json_document_indented_with_tabs_is_saved_and_runs(runtime: Runtime) -> None:
