@@ -91,8 +91,8 @@ class _Mrkdwn(SlackifyMarkdown):  # type: ignore[misc]  # the library ships no t
 
     def fence(self, tokens: Tokens, idx: int, options: Any, env: Any) -> str:
         # A blank line after it, as in the Markdown: the splitter prefers to cut there.
-        code = _escape(tokens[idx].content)
-        return f"{_lead(tokens, idx)}```\n{code}```{self.NEW_LINE * 2}"
+        lead = "\n" if self._quotes else _lead(tokens, idx)  # a quote's "> " precedes it
+        return f"{lead}```\n{_escape(tokens[idx].content)}```{self.NEW_LINE * 2}"
 
     code_block = fence
 
@@ -150,10 +150,14 @@ def _ends_quote(tokens: Tokens, idx: int) -> bool:
 
 
 _TABLES = MarkdownIt("commonmark").enable("table")
+# A table needs a delimiter row such as |---|:--:|; without one, parsing twice is waste.
+_DELIMITER_ROW = re.compile(r"^(?=.*\|)(?=.*-)[ \t|:-]+$", re.MULTILINE)
 
 
 def _tables_as_code(markdown: str) -> str:
     """Top-level tables replaced by aligned grids in code blocks (nested ones stay as text)."""
+    if not _DELIMITER_ROW.search(markdown):
+        return markdown
     lines = markdown.split("\n")
     for (start, end), rows in reversed(list(_tables(_TABLES.parse(markdown)))):
         lines[start:end] = [_grid(rows)]

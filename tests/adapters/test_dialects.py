@@ -102,6 +102,11 @@ def test_every_line_of_a_quote_stays_quoted() -> None:
     )
 
 
+def test_code_in_a_quote_starts_its_own_line() -> None:
+    mrkdwn = to_mrkdwn("> Look:\n> ```\n> x < 1\n> ```\n\nAfter.")
+    assert mrkdwn == "> Look:\n> \n```\nx &lt; 1\n```\n\nAfter."
+
+
 def test_a_table_becomes_an_aligned_grid_in_a_code_block() -> None:
     markdown = (
         "Prices:\n\n"
