@@ -8,7 +8,6 @@ import json
 
 from sqlalchemy import func, select
 
-from adapters.local import local_channels
 from bot import files, outbox
 from bot.app import Runtime
 from bot.conversation import conversation_for, message_file
@@ -108,7 +107,7 @@ async def test_a_reply_written_with_inline_bytes_before_still_goes_out_and_downl
     core, old = runtime.core, bytes(range(1, 256))
     outbox_id, message_id = await _old_reply(runtime, "reply:old", old, "pending")
 
-    assert await outbox.deliver(core, local_channels(runtime.redis), outbox_id) == "sent"
+    assert await outbox.deliver(core, core.channels, outbox_id) == "sent"
 
     (out,) = await delivered(runtime)
     (attachment,) = out.attachments

@@ -76,6 +76,9 @@ _SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sig
 _OUTAGE_PAGE = "<html><body><h1>Service Unavailable</h1></body></html>"
 
 
+MAX_UPLOAD = 1024**3  # Slack takes files up to 1 GB
+
+
 class SlackError(Exception):
     """A Web API refusal: answered as ``{"ok": false, "error": error}``."""
 
@@ -275,7 +278,7 @@ class FakeSlack:
 
     async def start(self) -> None:
         """Listen (again): a restart keeps the port, so clients see an outage end."""
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_UPLOAD)
         app.router.add_route("*", "/api/{method}", self._web_api)
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_get("/files-pri/{team_file}/{name}", self._download)

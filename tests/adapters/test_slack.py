@@ -1,0 +1,343 @@
+"""Slack over the wire: slack-bolt and slack_sdk against a fake Slack on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select, update
+
+from adapters.http import HttpServer
+from adapters.slack import NOT_STORED, SlackAdapter
+from bot import outbox
+from bot.app import Runtime, channels_for, in_process_worker
+from bot.conversation import conversation_for, receive
+from bot.messages import ConversationRef, OutgoingMessage
+from bot.storage.models import Message, Outbox
+from tests.fakes import slack_payloads as slack
+from tests.fakes.llm_server import FakeLLM
+from tests.fakes.slack_server import FakeSlack
+from tests.support import BINARY_FILES, files_command, outbox_rows
+from workflows import store as workflow_store
+
+DM = ConversationRef(channel="slack", workspace=slack.TEAM_ID, chat=slack.DM_CHANNEL)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as server:
+        yield server
+
+
+def enable_slack(runtime: Runtime, fake: FakeSlack, *, socket: bool = True) -> None:
+    """The runtime's settings with Slack on, pointed at the fake, and its channels rebuilt."""
+    settings = runtime.core.settings
+    settings.slack_bot_token = SecretStr(slack.BOT_TOKEN)
+    settings.slack_app_token = SecretStr(slack.APP_TOKEN) if socket else None
+    settings.slack_signing_secret = None if socket else SecretStr(slack.SIGNING_SECRET)
+    settings.slack_api_url = fake.api_url
+    runtime.core.channels = channels_for(runtime.core, runtime.redis)
+
+
+@contextlib.asynccontextmanager
+async def slack_up(runtime: Runtime, fake: FakeSlack) -> AsyncIterator[SlackAdapter]:
+    """Switchboard with Slack in Socket Mode and a worker, as `switchboard up` runs it."""
+    enable_slack(runtime, fake)
+    channels = runtime.core.channels
+    await channels.start(functools.partial(receive, runtime.core))
+    try:
+        async with in_process_worker(runtime):
+            adapter = channels["slack"]
+            assert isinstance(adapter, SlackAdapter)
+            yield adapter
+    finally:
+        await channels.stop()
+
+
+def texts(fake: FakeSlack, channel: str, thread: str | None = None) -> list[str]:
+    found = fake.messages(channel) if thread is None else fake.thread(channel, thread)
+    return [str(m.get("text", "")) for m in found if m.get("bot_id")]
+
+
+async def replies_in(
+    fake: FakeSlack, channel: str, count: int, thread: str | None = None
+) -> list[str]:
+    await fake.wait_for(lambda: len(texts(fake, channel, thread)) >= count or None, timeout=20)
+    return texts(fake, channel, thread)
+
+
+async def stored(runtime: Runtime) -> int:
+    async with runtime.core.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Message).where(Message.direction == "in")
+        )
+    return int(count or 0)
+
+
+async def test_a_dm_is_answered_by_the_persona_in_the_dm(runtime: Runtime, fake: FakeSlack) -> None:
+    async with slack_up(runtime, fake):
+        envelope = await fake.socket.send_event(slack.dm("hello there"))
+        ack = await fake.socket.wait_for_ack(envelope)
+        assert await replies_in(fake, slack.DM_CHANNEL, 1) == ["echo: hello there"]
+    assert ack.envelope_id == envelope
+    assert fake.socket.open_connections == []  # the socket is closed on the way out
+
+
+async def test_a_mention_is_answered_in_a_thread_and_the_thread_goes_on_without_one(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        mention = slack.app_mention("what is up?")
+        await fake.socket.send_event(mention)
+        assert await replies_in(fake, slack.CHANNEL, 1, mention["ts"]) == ["echo: what is up?"]
+
+        follow = slack.channel_message("and then?", thread_ts=mention["ts"])
+        await fake.socket.send_event(follow)
+        answered = await replies_in(fake, slack.CHANNEL, 2, mention["ts"])
+        # Talk in the channel that is not addressed to the bot is not its business.
+        await fake.socket.wait_for_ack(await fake.socket.send_event(slack.channel_message("hi")))
+
+    assert answered == ["echo: what is up?", "echo: and then?"]
+    assert await stored(runtime) == 2
+
+
+async def test_an_event_slack_sends_again_is_stored_and_answered_once(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        first = await fake.socket.send_event(slack.dm("once"))
+        await fake.socket.wait_for_ack(first)
+        again = await fake.socket.redeliver(first)
+        await fake.socket.wait_for_ack(again)
+        # The mention also comes as a plain message: one stored message.
+        mention = slack.app_mention("twice?")
+        await fake.socket.send_event(mention)
+        as_message = slack.channel_message(f"<@{slack.BOT_USER_ID}> twice?", ts=mention["ts"])
+        await fake.socket.wait_for_ack(await fake.socket.send_event(as_message))
+        await replies_in(fake, slack.CHANNEL, 1, mention["ts"])
+        assert await replies_in(fake, slack.DM_CHANNEL, 1) == ["echo: once"]
+
+    assert await stored(runtime) == 2
+    assert texts(fake, slack.DM_CHANNEL) == ["echo: once"]
+    assert texts(fake, slack.CHANNEL, mention["ts"]) == ["echo: twice?"]
+
+
+async def test_its_own_messages_other_bots_edits_and_deletions_are_not_answered(
+    runtime: Runtime, fake: FakeSlack, llm: FakeLLM
+) -> None:
+    original = slack.dm("first")
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(original)
+        await replies_in(fake, slack.DM_CHANNEL, 1)
+        for event in (
+            slack.own_message("I said this"),
+            slack.bot_message("another bot"),
+            slack.message_changed(ts=original["ts"], text="edited", previous_text="first"),
+            slack.message_deleted(ts=original["ts"], previous_text="first"),
+        ):
+            await fake.socket.wait_for_ack(await fake.socket.send_event(event))
+
+    assert await stored(runtime) == 1
+    assert len(llm.requests) == 1
+
+
+async def test_a_slash_command_is_acked_at_once_and_answered_in_the_channel(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        envelope = await fake.socket.send_command("/help")
+        ack = await fake.socket.wait_for_ack(envelope)
+        (answer,) = await replies_in(fake, slack.CHANNEL, 1)
+
+    assert ack.payload in (None, {})  # an empty ack: the answer comes as a message
+    assert "/run" in answer and "/help" in answer
+
+
+async def test_a_command_the_database_cannot_take_in_time_is_answered_at_once(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake) as adapter:
+
+        async def stuck(incoming: object) -> None:
+            raise ConnectionRefusedError("database down")
+
+        adapter._dispatch = stuck  # type: ignore[assignment]
+        ack = await fake.socket.wait_for_ack(await fake.socket.send_command("/help"))
+
+    assert ack.payload == {"text": NOT_STORED}
+
+
+async def test_a_long_reply_is_split_in_order_under_slacks_limit(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    paragraphs = [f"Paragraph {n}: " + "word " * 1500 for n in range(12)]
+    async with slack_up(runtime, fake):
+        conversation = await conversation_for(runtime.core, DM)
+        text = "\n\n".join(paragraphs)
+        await outbox.post(
+            runtime.core, conversation, OutgoingMessage(DM, text, idempotency_key="k1")
+        )
+        parts = await replies_in(fake, slack.DM_CHANNEL, 3)
+
+    assert len(parts) == 3 and all(len(part) <= 40_000 for part in parts)
+    assert parts[0].startswith("Paragraph 0:") and "Paragraph 11:" in parts[-1]
+    assert " ".join(parts).split() == text.split()
+
+
+async def test_a_storm_of_rate_limits_delays_replies_but_drops_and_repeats_none(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    fake.rate_limit("chat.postMessage", times=3, retry_after=1)
+    async with slack_up(runtime, fake):
+        conversation = await conversation_for(runtime.core, DM)
+        for n in range(3):
+            out = OutgoingMessage(DM, f"reply {n}", idempotency_key=f"storm:{n}")
+            await outbox.post(runtime.core, conversation, out)
+        found = await replies_in(fake, slack.DM_CHANNEL, 3)
+
+    assert found == ["reply 0", "reply 1", "reply 2"]
+    async with runtime.core.sessions() as session:
+        statuses = list(await session.scalars(select(Outbox.status)))
+    assert statuses == ["sent"] * 3
+
+
+async def test_replies_wait_through_a_slack_outage_and_go_out_in_order(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        conversation = await conversation_for(runtime.core, DM)
+        await fake.stop()
+        for n in range(2):
+            out = OutgoingMessage(DM, f"while down {n}", idempotency_key=f"down:{n}")
+            await outbox.post(runtime.core, conversation, out)
+        await _tried(runtime)  # the first reply met a refused connection and waits
+        await fake.start()
+        found = await replies_in(fake, slack.DM_CHANNEL, 2)
+
+    assert found == ["while down 0", "while down 1"]
+
+
+async def test_http_mode_takes_signed_events_only(runtime: Runtime, fake: FakeSlack) -> None:
+    enable_slack(runtime, fake, socket=False)
+    channels = runtime.core.channels
+    server = HttpServer("127.0.0.1", 0)
+    server.add(channels.routes())
+    await channels.start(functools.partial(receive, runtime.core))
+    await server.start()
+    url = f"{server.url}/slack/events"
+    good = slack.signed_event(slack.SIGNING_SECRET, slack.event_callback(slack.dm("signed")))
+    forged = slack.signed_event("not-the-secret", slack.event_callback(slack.dm("forged")))
+    stale = slack.signed_event(
+        slack.SIGNING_SECRET, slack.event_callback(slack.dm("stale")), timestamp="1000000000"
+    )
+    try:
+        async with aiohttp.ClientSession() as client:
+            answers = []
+            for request in (forged, stale, good):
+                async with client.post(url, data=request.body, headers=request.headers) as r:
+                    answers.append(r.status)
+            unsigned = await client.post(url, data=good.body)
+            answers.append(unsigned.status)
+    finally:
+        await server.stop()
+        await channels.stop()
+
+    assert answers == [401, 401, 200, 401]
+    async with runtime.core.sessions() as session:
+        kept = list(await session.scalars(select(Message.text)))
+    assert kept == ["signed"]
+
+
+async def _tried(runtime: Runtime, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with runtime.core.sessions() as session:
+            if await session.scalar(select(func.max(Outbox.attempts))):
+                return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("no delivery was tried")
+
+
+PUBLISH = f"""
+name: publish
+command: /publish
+inputs:
+  text: {{type: string, description: what to publish}}
+nodes:
+  check: {{type: approval, message: "Publish '{{{{ text }}}}'?",
+          approvers: ["slack:{slack.PERSON}"]}}
+  go: {{type: reply, needs: [check], when: "check.approved", text: "Published: {{{{ text }}}}"}}
+"""
+
+
+async def test_a_slash_command_runs_a_workflow_whose_approval_is_a_button(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with runtime.core.sessions.begin() as session:
+        await workflow_store.save(session, PUBLISH, origin="test")
+    async with slack_up(runtime, fake):
+        await fake.socket.send_command("/publish", "text=hello")
+        found = await replies_in(fake, slack.CHANNEL, 2)
+        asking = [m for m in fake.messages(slack.CHANNEL) if m.get("blocks")]
+        (buttons,) = [b for b in asking[0]["blocks"] if b["type"] == "actions"]
+        approve = buttons["elements"][0]
+        # Someone who may not decide clicks first: the run keeps waiting.
+        await fake.socket.wait_for_ack(
+            await fake.socket.send_action(
+                approve["action_id"],
+                approve["value"],
+                message_ts=asking[0]["ts"],
+                user_id="U0STRANGER",
+            )
+        )
+        await fake.socket.send_action(
+            approve["action_id"], approve["value"], message_ts=asking[0]["ts"]
+        )
+        final = await fake.wait_for(
+            lambda: [t for t in texts(fake, slack.CHANNEL) if t == "Published: hello"] or None,
+            timeout=20,
+        )
+
+    assert found[0].startswith("Started run #1 of publish.")
+    assert approve["value"] == "/approve 1" and approve["text"]["text"] == "Approve"
+    assert final == ["Published: hello"]
+    assert texts(fake, slack.CHANNEL)[2:] == [
+        f"Only slack:{slack.PERSON} may decide on run #1.",
+        "Approved run #1; it goes on now.",
+        "Published: hello",
+    ]
+
+
+async def test_binary_files_go_out_byte_for_byte(runtime: Runtime, fake: FakeSlack) -> None:
+    runtime.core.commands.add(files_command("draw"))
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(slack.dm("/draw"))
+        await fake.wait_for(lambda: len(fake.files) >= len(BINARY_FILES) or None, timeout=20)
+        # Sent again (a worker died after sending): nothing is posted or uploaded twice.
+        async with runtime.core.sessions.begin() as session:
+            await session.execute(update(Outbox).values(status="pending"))
+        (row_id,) = [row.id for row in await outbox_rows(runtime)]
+        assert await outbox.deliver(runtime.core, runtime.core.channels, row_id) == "sent"
+
+    assert {upload.filename: upload.data for upload in fake.files} == BINARY_FILES
+    assert {upload.channel_id for upload in fake.files} == {slack.DM_CHANNEL}
+    assert texts(fake, slack.DM_CHANNEL).count("Made 2 files.") == 1
+    assert len(fake.files) == len(BINARY_FILES)
+
+
+async def test_a_shared_file_reaches_the_persona(
+    runtime: Runtime, fake: FakeSlack, llm: FakeLLM
+) -> None:
+    shared = fake.share_file(b"- Ann: ship it\n- Bo: wait", "notes.md", mimetype="text/markdown")
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(slack.file_share([shared], "summarise this"))
+        await replies_in(fake, slack.DM_CHANNEL, 1)
+
+    asked = [m["content"] for request in llm.requests for m in request["messages"]]
+    assert any("--- notes.md ---\n- Ann: ship it" in str(text) for text in asked)
+    assert [d.authorized for d in fake.downloads] == [True]
