@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -36,7 +37,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters import slack_events
 from adapters.dialects import render
 from adapters.pacing import Pacer
-from bot.channels import MAX_FILE, Capabilities, Dispatch, Wiring
+from bot.channels import MAX_FILE, Capabilities, ChannelState, Dispatch, Wiring
 from bot.errors import AdapterError, ServiceError, ServiceUnavailable
 from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CHANNEL = slack_events.CHANNEL
 TEXT_LIMIT = 40_000  # characters of one message's text
 ACK_WITHIN = 2.0  # seconds a command or a click waits to be stored before Slack is answered
+PING_INTERVAL = 10.0  # seconds between Socket Mode pings (and liveness checks)
+NAME_WITHIN = 0.5  # seconds a display name may take to look up before the ack
 DOWNLOAD_WITHIN = 2.0  # seconds the files of one event may take to download before the ack
 KEEP_SECONDS = 7 * 24 * 3600  # how long sent parts and known threads are remembered
 # Errors no retry cures: the reply is marked failed at once.
@@ -105,8 +108,10 @@ class SlackAdapter:
         self.app.action(re.compile(f"^{slack_events.ACTION_PREFIX}"))(self._on_action)
         self.socket: AsyncSocketModeHandler | None = None
         self.identity: tuple[str, str] | None = None  # (bot user id, team id)
-        self.state = _State()
+        self._state = _State()
+        self.ping_interval = PING_INTERVAL
         self._dispatch: Dispatch | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # --- the ChatAdapter protocol -----------------------------------------------------
 
@@ -118,9 +123,13 @@ class SlackAdapter:
                 self.app,
                 self.settings.slack_app_token.get_secret_value(),
                 web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
+                ping_interval=self.ping_interval,
             )
             await self.socket.connect_async()  # type: ignore[no-untyped-call]
-            self.state.connected()
+            self._state.connected()
+            self._watchdog = asyncio.create_task(self._watch(), name="switchboard-slack-watch")
+        else:
+            self._state.connected()  # events come over HTTP: up while the server is
 
     async def send(self, out: OutgoingMessage) -> SentRef:
         try:
@@ -128,11 +137,16 @@ class SlackAdapter:
         except SlackApiError as exc:
             raise _mapped(exc) from exc
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-            self.state.failed(str(exc))
+            self._state.failed(str(exc))
             raise AdapterError(f"Slack could not be reached: {exc}") from exc
 
     async def stop(self) -> None:
         self._dispatch = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         if self.socket is not None:
             # Closes the socket: a restart must not leave it open (Slack allows 10 per app).
             await self.socket.close_async()  # type: ignore[no-untyped-call]
@@ -172,8 +186,29 @@ class SlackAdapter:
             )
             await self.redis.set(mark, str(posted["ts"]), ex=KEEP_SECONDS)
 
-    async def health(self) -> str:
-        return await self.state.describe(self.socket)
+    def state(self) -> ChannelState:
+        return self._state.now("Socket Mode" if self.socket is not None else "events over HTTP")
+
+    async def _watch(self) -> None:
+        """Liveness of the Socket Mode connection. The SDK pings every ``ping_interval`` and
+        reconnects a socket whose pongs stop (a socket that says "connected" but hears
+        nothing); this watch keeps the state for `switchboard status` and, should the SDK's
+        own monitor stop, opens a new connection itself (the old one closed first)."""
+        assert self.socket is not None
+        client = self.socket.client
+        down_since: float | None = None
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            if await client.is_connected():
+                if down_since is not None:
+                    self._state.connected()
+                down_since = None
+                continue
+            down_since = down_since or time.monotonic()
+            self._state.down("the Socket Mode connection was lost; reconnecting")
+            if time.monotonic() - down_since > 3 * self.ping_interval:
+                with contextlib.suppress(Exception):
+                    await client.connect_to_new_endpoint(force=True)
 
     # --- inbound ----------------------------------------------------------------------
 
@@ -182,13 +217,14 @@ class SlackAdapter:
         return await to_aiohttp_response(response)
 
     async def _on_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        self.state.received()
+        self._state.received()
         bot_user, team = await self._whoami()
         if not await self._wanted(event, bot_user):
             return
         files = await self._download(slack_events.shared_files(event))
         incoming = slack_events.message(event, team, bot_user, files)
-        await self._store(incoming)
+        name = await self._display_name(str(event.get("user") or ""))
+        await self._store(replace(incoming, author=replace(incoming.author, display_name=name)))
         if incoming.ref.thread:
             await self._remember_thread(incoming.ref)
 
@@ -207,12 +243,12 @@ class SlackAdapter:
         return bool(thread) and await self._in_thread(str(event["channel"]), str(thread))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        self.state.received()
+        self._state.received()
         _, team = await self._whoami()
         await self._acked(ack, slack_events.command(body, team))
 
     async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        self.state.received()
+        self._state.received()
         _, team = await self._whoami()
         incoming = slack_events.button(body, team)
         if incoming is None:
@@ -273,6 +309,25 @@ class SlackAdapter:
             self.identity = (str(found["user_id"]), str(found["team_id"]))
         return self.identity
 
+    async def _display_name(self, user: str) -> str:
+        """A person's display name (users.info, kept a day); "" when Slack cannot say at
+        once, which never holds a message up."""
+        key = f"switchboard:slack:name:{user}"
+        with contextlib.suppress(RedisError):
+            if (known := await self.redis.get(key)) is not None:
+                return str(known.decode())
+        try:
+            async with asyncio.timeout(NAME_WITHIN):
+                found = await self.client.users_info(user=user)
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("slack: no display name for %s: %s", user, exc)
+            return ""
+        profile: dict[str, Any] = (found.get("user") or {}).get("profile") or {}
+        name = str(profile.get("display_name") or profile.get("real_name") or "")
+        with contextlib.suppress(RedisError):
+            await self.redis.set(key, name, ex=24 * 3600)
+        return name
+
     async def _remember_thread(self, ref: ConversationRef) -> None:
         with contextlib.suppress(RedisError):
             await self.redis.set(_thread_key(ref.chat, ref.thread), 1, ex=KEEP_SECONDS)
@@ -297,7 +352,7 @@ class SlackAdapter:
             await self._upload(out, index, attachment)
         if out.ref.thread:
             await self._remember_thread(out.ref)
-        self.state.sent()
+        self._state.sent()
         return SentRef(sent[0] if sent else "")
 
     async def _post_part(self, out: OutgoingMessage, text: str, *, first: bool, last: bool) -> str:
@@ -373,12 +428,18 @@ class _State:
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self.up = False
         self.last_event: float | None = None
         self.last_send: float | None = None
         self.last_error: str = ""
 
     def connected(self) -> None:
-        self.since = time.time()
+        self.since, self.up = time.time(), True
+
+    def down(self, why: str) -> None:
+        if self.up:
+            self.since, self.up = time.time(), False
+        self.last_error = why
 
     def received(self) -> None:
         self.last_event = time.time()
@@ -389,10 +450,15 @@ class _State:
     def failed(self, error: str) -> None:
         self.last_error = error
 
-    async def describe(self, socket: AsyncSocketModeHandler | None) -> str:
-        if socket is not None and not await socket.client.is_connected():
-            raise ServiceUnavailable("slack", "the Socket Mode connection is down")
-        return "connected" if socket is not None else "taking events over HTTP"
+    def now(self, how: str) -> ChannelState:
+        return ChannelState(
+            connected=self.up,
+            since=self.since,
+            last_event=self.last_event,
+            last_send=self.last_send,
+            last_error=self.last_error,
+            detail=how,
+        )
 
 
 def _mapped(exc: SlackApiError) -> AdapterError:

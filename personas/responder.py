@@ -27,6 +27,7 @@ class PersonaResponder:
         persona, history = await self._load(core, turn)
         if persona is None:
             return await self._no_persona(core)
+        await _working(core, turn)
         model = persona.model or core.settings.model
 
         def count(msgs: Sequence[dict[str, Any]]) -> int:
@@ -103,6 +104,12 @@ def chat_history(rows: Sequence[Message]) -> list[Message]:
 
 
 LIVE_INTERVAL = 0.1  # seconds between updates a person sees while a reply is written
+
+
+async def _working(core: Core, turn: Turn) -> None:
+    """Show that an answer is being written, where the channel can (a placeholder)."""
+    if (channel := core.channels.typing(turn.ref.channel)) is not None:
+        await channel.typing(turn.ref, turn.message_id)
 
 
 def _live(core: Core, turn: Turn) -> DeltaSink | None:

@@ -13,12 +13,12 @@ from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from adapters.http import HttpServer
-from adapters.slack import NOT_STORED, SlackAdapter
+from adapters.slack import NOT_STORED, WRITING, SlackAdapter
 from bot import outbox
 from bot.app import Runtime, channels_for, in_process_worker
 from bot.conversation import conversation_for, receive
 from bot.messages import ConversationRef, OutgoingMessage
-from bot.storage.models import Message, Outbox
+from bot.storage.models import Message, Outbox, User
 from tests.fakes import slack_payloads as slack
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.slack_server import FakeSlack
@@ -45,9 +45,13 @@ def enable_slack(runtime: Runtime, fake: FakeSlack, *, socket: bool = True) -> N
 
 
 @contextlib.asynccontextmanager
-async def slack_up(runtime: Runtime, fake: FakeSlack) -> AsyncIterator[SlackAdapter]:
-    """Switchboard with Slack in Socket Mode and a worker, as `switchboard up` runs it."""
-    enable_slack(runtime, fake)
+async def slack_up(
+    runtime: Runtime, fake: FakeSlack, *, adapter: SlackAdapter | None = None
+) -> AsyncIterator[SlackAdapter]:
+    """Switchboard with Slack in Socket Mode and a worker, as `switchboard up` runs it
+    (with ``adapter``: the channels already enabled, that adapter among them)."""
+    if adapter is None:
+        enable_slack(runtime, fake)
     channels = runtime.core.channels
     await channels.start(functools.partial(receive, runtime.core))
     try:
@@ -61,7 +65,8 @@ async def slack_up(runtime: Runtime, fake: FakeSlack) -> AsyncIterator[SlackAdap
 
 def texts(fake: FakeSlack, channel: str, thread: str | None = None) -> list[str]:
     found = fake.messages(channel) if thread is None else fake.thread(channel, thread)
-    return [str(m.get("text", "")) for m in found if m.get("bot_id")]
+    # What the person reads: the bot's messages, less a placeholder not yet replaced.
+    return [str(m.get("text", "")) for m in found if m.get("bot_id") and m["text"] != WRITING]
 
 
 async def replies_in(
@@ -80,12 +85,15 @@ async def stored(runtime: Runtime) -> int:
 
 
 async def test_a_dm_is_answered_by_the_persona_in_the_dm(runtime: Runtime, fake: FakeSlack) -> None:
+    fake.add_user(slack.PERSON, "Ann")
     async with slack_up(runtime, fake):
         envelope = await fake.socket.send_event(slack.dm("hello there"))
         ack = await fake.socket.wait_for_ack(envelope)
         assert await replies_in(fake, slack.DM_CHANNEL, 1) == ["echo: hello there"]
     assert ack.envelope_id == envelope
     assert fake.socket.open_connections == []  # the socket is closed on the way out
+    async with runtime.core.sessions() as session:
+        assert await session.scalar(select(User.display_name)) == "Ann"
 
 
 async def test_a_mention_is_answered_in_a_thread_and_the_thread_goes_on_without_one(
@@ -341,3 +349,38 @@ async def test_a_shared_file_reaches_the_persona(
     asked = [m["content"] for request in llm.requests for m in request["messages"]]
     assert any("--- notes.md ---\n- Ann: ship it" in str(text) for text in asked)
     assert [d.authorized for d in fake.downloads] == [True]
+
+
+async def test_the_person_sees_work_begin_and_the_answer_replaces_the_placeholder(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(slack.dm("think hard"))
+        await fake.wait_for(lambda: fake.calls_to("chat.update") or None, timeout=20)
+
+    (placeholder,) = fake.calls_to("chat.postMessage")
+    assert placeholder.params["text"] == "_Writing…_"
+    (update,) = fake.calls_to("chat.update")
+    assert update.params["text"] == "echo: think hard"
+    assert texts(fake, slack.DM_CHANNEL) == ["echo: think hard"]
+
+
+async def test_a_deaf_socket_is_replaced_and_messages_are_heard_again(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    enable_slack(runtime, fake)
+    adapter = runtime.core.channels["slack"]
+    assert isinstance(adapter, SlackAdapter)
+    adapter.ping_interval = 0.5
+    async with slack_up(runtime, fake, adapter=adapter):
+        deaf = fake.socket.go_deaf()
+        await fake.wait_for(
+            lambda: (len(fake.socket.open_connections) == 1 and not deaf.open) or None,
+            timeout=20,
+        )
+        await fake.socket.send_event(slack.dm("still there?"))
+        assert await replies_in(fake, slack.DM_CHANNEL, 1) == ["echo: still there?"]
+        assert adapter.state().connected
+
+    assert len(fake.socket.connections) == 2
+    assert fake.socket.open_connections == []
