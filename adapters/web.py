@@ -39,7 +39,6 @@ from bot.channels import (
     MessageFile,
 )
 from bot.errors import ServiceUnavailable, UserFacingError
-from bot.files import kind_of
 from bot.health import outage
 from bot.messages import (
     Attachment,
@@ -48,6 +47,7 @@ from bot.messages import (
     IncomingMessage,
     OutgoingMessage,
     SentRef,
+    kind_of,
 )
 from bot.netguard import decode
 from bot.values import read_json

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import mimetypes
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bot import replies
 from bot.channels import MAX_FILE, MAX_FILE_TEXT
 from bot.errors import UserFacingError
-from bot.messages import Attachment
+from bot.messages import Attachment, kind_of
 from bot.storage.models import StoredFile
 
 TOO_LARGE = "chat platforms refuse larger files; send a smaller one or a link"
@@ -39,26 +38,6 @@ TEXT_TYPES = (
     "application/sql",
     "application/toml",
 )
-# Text formats people attach that Python's mimetypes does not know on every system.
-SUFFIX_TYPES = {
-    ".yaml": "application/yaml",
-    ".yml": "application/yaml",
-    ".toml": "application/toml",
-    ".md": "text/markdown",
-    ".log": "text/plain",
-    ".ini": "text/plain",
-    ".cfg": "text/plain",
-}
-
-
-def kind_of(filename: str, declared: str = "") -> str:
-    """A file's content type: the one declared unless it is missing or the generic one, else
-    a guess from its name."""
-    declared = declared.strip()
-    if declared and declared.split(";")[0].strip().lower() != "application/octet-stream":
-        return declared
-    known = SUFFIX_TYPES.get(Path(filename).suffix.lower())
-    return known or mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 def read_path(path: Path) -> Attachment:

@@ -4,9 +4,33 @@ says, and what goes back. Adapters translate platform payloads into these at the
 from __future__ import annotations
 
 import dataclasses
+import mimetypes
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+# Text formats people attach that Python's mimetypes does not know on every system.
+SUFFIX_TYPES = {
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".md": "text/markdown",
+    ".log": "text/plain",
+    ".ini": "text/plain",
+    ".cfg": "text/plain",
+}
+
+
+def kind_of(filename: str, declared: str = "") -> str:
+    """A file's content type: the one declared unless it is missing or the generic one, else
+    a guess from its name."""
+    declared = declared.strip()
+    if declared and declared.split(";")[0].strip().lower() != "application/octet-stream":
+        return declared
+    known = SUFFIX_TYPES.get(Path(filename).suffix.lower())
+    return known or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
 
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 

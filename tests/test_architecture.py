@@ -75,3 +75,39 @@ def test_sdks_stay_in_their_boundary_modules() -> None:
         if name not in BOUNDARIES[module]
     ]
     assert wrong == []
+
+
+# What adapters may use of bot/: the channel seam and plain helpers, never the modules that
+# hold SQL or run turns (an adapter is given what it needs through bot.channels.Wiring).
+ADAPTER_SEAM = {
+    "bot.channels",
+    "bot.messages",
+    "bot.errors",
+    "bot.replies",
+    "bot.health",
+    "bot.netguard",
+    "bot.values",
+}
+
+
+def test_adapters_use_only_the_channel_seam_of_bot() -> None:
+    wrong = []
+    for name, path in _sources():
+        if not name.startswith("adapters/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for module in _modules(node):
+                if module.split(".")[0] == "bot" and module not in ADAPTER_SEAM:
+                    wrong.append(f"{name} imports {module}")
+    assert wrong == []
+
+
+def _modules(node: ast.AST) -> list[str]:
+    """The modules an import statement names (``from bot import x`` names ``bot.x``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if node.module == "bot":
+            return [f"bot.{alias.name}" for alias in node.names]
+        return [node.module]
+    return []
