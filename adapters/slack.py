@@ -70,6 +70,9 @@ PERMANENT = frozenset(
 # Where the bot may not post, the command's response_url still answers.
 NOT_POSTABLE = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
 
+# What a passing update (a status line, a placeholder) may meet: it is skipped, not retried.
+PASSING = (SlackClientError, RedisError, aiohttp.ClientError, ServiceUnavailable, OSError)
+
 NOT_STORED = (
     "Switchboard is slow to store this right now. If no answer comes within a minute, "
     "send it again."
@@ -89,6 +92,7 @@ class SlackAdapter:
         self.settings = settings
         self.redis: Redis = wiring.redis
         self.content = wiring.content
+        self.marks = wiring.marks(CHANNEL)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
@@ -162,29 +166,28 @@ class SlackAdapter:
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
         """One message per ``key``, edited in place as the status changes (at most about
         once a second: Slack's pace); a status lost to a blip is not retried."""
-        mark = f"switchboard:slack:status:{ref.chat}:{ref.thread}:{key}"
-        with contextlib.suppress(SlackClientError, RedisError, aiohttp.ClientError):
-            if not await self.redis.set(f"{mark}:fresh", 1, px=1000, nx=True):
-                return
-            ts = await self.redis.get(mark)
-            if ts:
-                await self.client.chat_update(channel=ref.chat, ts=ts.decode(), text=text)
+        mark = f"status:{ref.chat}:{ref.thread}:{key}"
+        with contextlib.suppress(*PASSING):
+            if not await self.redis.set(f"switchboard:slack:{mark}", 1, px=1000, nx=True):
+                return  # updated less than a second ago
+            if ts := await self.marks.get(mark):
+                await self.client.chat_update(channel=ref.chat, ts=ts, text=text)
                 return
             posted = await self.client.chat_postMessage(
                 channel=ref.chat, thread_ts=ref.thread or None, text=text
             )
-            await self.redis.set(mark, str(posted["ts"]), ex=KEEP_SECONDS)
+            await self.marks.put(mark, str(posted["ts"]), keep=KEEP_SECONDS)
 
     async def typing(self, ref: ConversationRef, in_reply_to: int) -> None:
         """A placeholder the reply replaces when it comes, so the person sees work begin."""
-        mark = _placeholder_key(in_reply_to)
-        with contextlib.suppress(SlackClientError, RedisError, aiohttp.ClientError):
-            if not await self.redis.set(mark, "", ex=KEEP_SECONDS, nx=True):
-                return
+        mark = f"placeholder:{in_reply_to}"
+        with contextlib.suppress(*PASSING):
+            if not await self.marks.put(mark, "", keep=KEEP_SECONDS, replace=False):
+                return  # a try before this one posted it
             posted = await self.client.chat_postMessage(
                 channel=ref.chat, thread_ts=ref.thread or None, text=WRITING
             )
-            await self.redis.set(mark, str(posted["ts"]), ex=KEEP_SECONDS)
+            await self.marks.put(mark, str(posted["ts"]), keep=KEEP_SECONDS)
 
     def state(self) -> ChannelState:
         return self._state.now("Socket Mode" if self.socket is not None else "events over HTTP")
@@ -329,11 +332,10 @@ class SlackAdapter:
         return name
 
     async def _remember_thread(self, ref: ConversationRef) -> None:
-        with contextlib.suppress(RedisError):
-            await self.redis.set(_thread_key(ref.chat, ref.thread), 1, ex=KEEP_SECONDS)
+        await self.marks.put(f"thread:{ref.chat}:{ref.thread}", "", keep=KEEP_SECONDS)
 
     async def _in_thread(self, chat: str, thread: str) -> bool:
-        return bool(await self.redis.exists(_thread_key(chat, thread)))
+        return await self.marks.get(f"thread:{chat}:{thread}") is not None
 
     # --- outbound ---------------------------------------------------------------------
 
@@ -380,14 +382,11 @@ class SlackAdapter:
     async def _placeholder(self, out: OutgoingMessage) -> str | None:
         if out.in_reply_to is None:
             return None
-        with contextlib.suppress(RedisError):
-            found = await self.redis.getdel(_placeholder_key(out.in_reply_to))
-            return found.decode() if found else None
-        return None
+        return await self.marks.take(f"placeholder:{out.in_reply_to}") or None
 
     async def _upload(self, out: OutgoingMessage, index: int, attachment: Attachment) -> None:
-        key = f"switchboard:slack:file:{out.idempotency_key}:{index}"
-        if await self.redis.exists(key):
+        key = f"file:{out.idempotency_key}:{index}"
+        if await self.marks.get(key) is not None:
             return
         data = await self.content(attachment)
         await self.pacer.wait_turn(out.ref.chat)
@@ -410,17 +409,14 @@ class SlackAdapter:
             channel_id=out.ref.chat,
             thread_ts=out.ref.thread or None,
         )
-        await self.redis.set(key, 1, ex=KEEP_SECONDS)
+        await self.marks.put(key, str(slot["file_id"]), keep=KEEP_SECONDS)
 
     async def _sent_parts(self, key: str) -> list[str]:
-        found = await self.redis.lrange(_parts_key(key), 0, -1)  # type: ignore[misc]
-        return [item.decode() for item in found]
+        found = await self.marks.get(f"parts:{key}")
+        return found.split("\n") if found else []
 
     async def _note_part(self, key: str, ts: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(_parts_key(key), ts)
-            pipe.expire(_parts_key(key), KEEP_SECONDS)
-            await pipe.execute()
+        await self.marks.append(f"parts:{key}", ts, keep=KEEP_SECONDS)
 
 
 class _State:
@@ -477,15 +473,3 @@ def _unfetched(found: slack_events.SharedFile) -> Attachment:
 def _log_late(storing: asyncio.Future[None]) -> None:
     if not storing.cancelled() and storing.exception() is not None:
         log.warning("slack: a command was not stored: %s", storing.exception())
-
-
-def _parts_key(key: str) -> str:
-    return f"switchboard:slack:parts:{key}"
-
-
-def _placeholder_key(in_reply_to: int) -> str:
-    return f"switchboard:slack:placeholder:{in_reply_to}"
-
-
-def _thread_key(chat: str, thread: str) -> str:
-    return f"switchboard:slack:thread:{chat}:{thread}"

@@ -108,6 +108,7 @@ def channels_for(core: Core, redis: ArqRedis) -> Channels:
     """The channels the settings enable, reading what they need through ``core``."""
     from bot import files
     from bot.conversation import message_file, transcript
+    from bot.marks import StoredMarks
 
     async def history(ref: ConversationRef) -> list[Line]:
         return await transcript(core, ref)
@@ -118,7 +119,10 @@ def channels_for(core: Core, redis: ArqRedis) -> Channels:
     async def content(attachment: Attachment) -> bytes:
         return await files.content(core.engine, attachment)
 
-    return build_channels(Wiring(core.settings, redis, history, stored_file, content))
+    def marks(channel: str) -> StoredMarks:
+        return StoredMarks(core.engine, channel)
+
+    return build_channels(Wiring(core.settings, redis, history, stored_file, content, marks))
 
 
 def _keep_alive(embedded: services.EmbeddedServices | None) -> asyncio.Task[None] | None:

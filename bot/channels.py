@@ -132,22 +132,40 @@ class Typing(Protocol):
     async def typing(self, ref: ConversationRef, in_reply_to: int) -> None: ...
 
 
+class Marks(Protocol):
+    """What a channel remembers about its platform, shared by every worker and kept across
+    restarts (a placeholder's id, the parts of a reply already posted), each for ``keep``
+    seconds. Raises ``ServiceUnavailable`` when its store cannot be reached."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str, *, keep: float, replace: bool = True) -> bool: ...
+
+    async def append(self, key: str, value: str, *, keep: float) -> None: ...
+
+    async def take(self, key: str) -> str | None: ...
+
+
 # The transcript at a conversation, and one stored file of one of its messages.
 History = Callable[[ConversationRef], Awaitable[list[Line]]]
 MessageFile = Callable[[ConversationRef, int, int], Awaitable[Attachment | None]]
 # A file's content, wherever it is kept.
 Content = Callable[[Attachment], Awaitable[bytes]]
+# A channel's marks, by the channel's name.
+MarksFor = Callable[[str], Marks]
 
 
 @dataclass(frozen=True)
 class Wiring:
-    """What a channel factory may use: settings, the Redis pool, and reads of stored data."""
+    """What a channel factory may use: settings, the Redis pool, reads of stored data, and
+    its marks."""
 
     settings: Settings
     redis: Redis
     history: History
     message_file: MessageFile
     content: Content
+    marks: MarksFor
 
 
 Factory = Callable[[Wiring], ChatAdapter | None]  # None: not enabled by the settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from bot import handler, outbox, recovery
+from bot import handler, marks, outbox, recovery
 from workflows import runs, schedule
 
 
@@ -30,4 +30,5 @@ async def schedule_tick(ctx: dict[str, Any]) -> list[int]:
 async def sweep(ctx: dict[str, Any], grace: timedelta = recovery.GRACE) -> tuple[int, int, int]:
     """Work whose job went missing; a dead worker's started jobs are the heartbeat's."""
     handled, delivered = await recovery.sweep(ctx["core"], grace)
+    await marks.sweep(ctx["core"].engine)
     return handled, delivered, await runs.sweep(ctx["core"])

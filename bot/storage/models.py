@@ -395,3 +395,16 @@ class StoredFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
+
+
+class ChannelMark(Base):
+    """What a channel must remember about its platform across workers and restarts: the
+    platform id of a placeholder a reply replaces, the parts of a long reply already posted,
+    the threads the bot is part of. Kept until ``expires_at`` (then swept)."""
+
+    __tablename__ = "channel_marks"
+    __table_args__ = (Index("ix_channel_marks_expires_at", "expires_at"),)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
