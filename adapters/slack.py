@@ -146,6 +146,7 @@ class SlackAdapter:
 
     async def stop(self) -> None:
         self._dispatch = None
+        self._state.down("stopped")
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

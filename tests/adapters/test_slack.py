@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import re
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -15,8 +17,8 @@ from sqlalchemy import func, select, update
 
 from adapters.http import HttpServer
 from adapters.slack import NOT_STORED, WRITING, SlackAdapter
-from bot import outbox
-from bot.app import Runtime, channels_for, in_process_worker
+from bot import health, outbox, status
+from bot.app import Runtime, channel_check, channels_for, in_process_worker
 from bot.conversation import conversation_for, receive
 from bot.messages import ConversationRef, OutgoingMessage
 from bot.storage.models import Message, Outbox, User
@@ -390,3 +392,27 @@ async def test_a_deaf_socket_is_replaced_and_messages_are_heard_again(
         a.closed_at is not None and a.closed_at <= b.opened_at
         for a, b in itertools.pairwise(opened)
     )
+
+
+async def test_status_tells_whether_slack_is_connected_and_what_it_last_did(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake) as adapter:
+        await fake.socket.send_event(slack.dm("hi"))
+        await replies_in(fake, slack.DM_CHANNEL, 1)
+        await fake.wait_for(lambda: adapter.state().last_send, timeout=10)
+        probe = health.Probe("slack", "channel", channel_check("slack", adapter))
+        await status.publish(
+            runtime.redis, "box:1", await health.Health([probe]).report(), runtime.core.channels
+        )
+        up_text, up = status.summary(
+            await status.reports(runtime.redis), ["slack"], [], time.time()
+        )
+    down = await health.Health([probe]).report()
+
+    assert up, up_text
+    assert re.search(r"slack +ok +Socket Mode, since \d+ s ago, last event \d+ s ago", up_text)
+    assert "last send" in up_text and "[box:1]" in up_text
+    assert [(part.ok, part.detail) for part in down] == [
+        (False, "ServiceUnavailable: stopped")
+    ]
