@@ -105,6 +105,8 @@ async def content(engine: AsyncEngine, attachment: Attachment) -> bytes:
             )
         if data is not None:
             return bytes(data)
+    if attachment.size > MAX_FILE:
+        raise UserFacingError(f"{attachment.filename} is larger than {MAX_FILE_TEXT}: {TOO_LARGE}")
     raise UserFacingError(
         f"I cannot open {attachment.filename}: its content was not kept. Send it again."
     )

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from adapters.http import HttpServer
 from adapters.slack import NOT_STORED, WRITING, SlackAdapter
 from bot import health, outbox, status
-from bot.app import Runtime, channel_check, channels_for, in_process_worker
+from bot.app import Runtime, channel_check, channels_for, in_process_worker, undelivered
 from bot.conversation import conversation_for, receive
 from bot.messages import ConversationRef, OutgoingMessage
 from bot.storage.models import Message, Outbox, User
@@ -413,6 +413,34 @@ async def test_status_tells_whether_slack_is_connected_and_what_it_last_did(
     assert up, up_text
     assert re.search(r"slack +ok +Socket Mode, since \d+ s ago, last event \d+ s ago", up_text)
     assert "last send" in up_text and "[box:1]" in up_text
-    assert [(part.ok, part.detail) for part in down] == [
-        (False, "ServiceUnavailable: stopped")
-    ]
+    assert [(part.ok, part.detail) for part in down] == [(False, "ServiceUnavailable: stopped")]
+
+
+async def test_odd_messages_get_a_clear_answer_or_a_logged_refusal(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    huge = fake.share_file(b"x", "server.log", mimetype="text/plain")
+    huge["size"] = 30 * 2**20  # as Slack describes it: never downloaded
+    fake.outside_channels.add("C0NOTMINE")
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(slack.dm(":wave:"))
+        await replies_in(fake, slack.DM_CHANNEL, 1)
+        await fake.socket.send_event(slack.file_share([huge], "what is in it?"))
+        answers = await replies_in(fake, slack.DM_CHANNEL, 2)
+        await fake.socket.send_event(slack.app_mention("/help", channel="C0NOTMINE"))
+        failed = await _undelivered(runtime)
+
+    assert answers[0] == "echo: :wave:"
+    assert "server.log is larger than 25 MB" in answers[1]
+    assert fake.downloads == []
+    assert [(item.channel, item.status) for item in failed] == [("slack", "failed")]
+    assert "not_in_channel" in failed[0].error
+
+
+async def _undelivered(runtime: Runtime, timeout: float = 20.0) -> list[status.Undelivered]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if found := await undelivered(runtime.core):
+            return found
+        await asyncio.sleep(0.05)
+    raise TimeoutError("no reply failed")
