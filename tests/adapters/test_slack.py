@@ -444,3 +444,14 @@ async def _undelivered(runtime: Runtime, timeout: float = 20.0) -> list[status.U
             return found
         await asyncio.sleep(0.05)
     raise TimeoutError("no reply failed")
+
+
+async def test_a_command_typed_in_a_mention_works_like_the_slash_command(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    async with slack_up(runtime, fake):
+        mention = slack.app_mention("/help")
+        await fake.socket.send_event(mention)
+        (answer,) = await replies_in(fake, slack.CHANNEL, 1, mention["ts"])
+
+    assert "/run" in answer and "/help" in answer
