@@ -254,11 +254,16 @@ async def test_http_mode_takes_signed_events_only(runtime: Runtime, fake: FakeSl
                     answers.append(r.status)
             unsigned = await client.post(url, data=good.body)
             answers.append(unsigned.status)
+            # Slack checks the URL when it is entered: the challenge comes back.
+            check = slack.signed_event(slack.SIGNING_SECRET, slack.url_verification("c-1"))
+            async with client.post(url, data=check.body, headers=check.headers) as r:
+                challenge = (r.status, await r.text())
     finally:
         await server.stop()
         await channels.stop()
 
     assert answers == [401, 401, 200, 401]
+    assert challenge[0] == 200 and "c-1" in challenge[1]
     async with runtime.core.sessions() as session:
         kept = list(await session.scalars(select(Message.text)))
     assert kept == ["signed"]
