@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import itertools
@@ -25,7 +24,7 @@ from bot.storage.models import Message, Outbox, User
 from tests.fakes import slack_payloads as slack
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.slack_server import FakeSlack
-from tests.support import BINARY_FILES, files_command, outbox_rows
+from tests.support import BINARY_FILES, files_command, outbox_rows, wait_until
 from workflows import store as workflow_store
 
 DM = ConversationRef(channel="slack", workspace=slack.TEAM_ID, chat=slack.DM_CHANNEL)
@@ -59,9 +58,9 @@ async def slack_up(
     await channels.start(functools.partial(receive, runtime.core))
     try:
         async with in_process_worker(runtime):
-            adapter = channels["slack"]
-            assert isinstance(adapter, SlackAdapter)
-            yield adapter
+            started = channels["slack"]
+            assert isinstance(started, SlackAdapter)
+            yield started
     finally:
         await channels.stop()
 
@@ -226,7 +225,8 @@ async def test_replies_wait_through_a_slack_outage_and_go_out_in_order(
         for n in range(2):
             out = OutgoingMessage(DM, f"while down {n}", idempotency_key=f"down:{n}")
             await outbox.post(runtime.core, conversation, out)
-        await _tried(runtime)  # the first reply met a refused connection and waits
+        # The first reply met a refused connection and waits.
+        await wait_until(lambda: _tried(runtime), 10, "a delivery to be tried")
         await fake.start()
         found = await replies_in(fake, slack.DM_CHANNEL, 2)
 
@@ -269,14 +269,9 @@ async def test_http_mode_takes_signed_events_only(runtime: Runtime, fake: FakeSl
     assert kept == ["signed"]
 
 
-async def _tried(runtime: Runtime, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        async with runtime.core.sessions() as session:
-            if await session.scalar(select(func.max(Outbox.attempts))):
-                return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("no delivery was tried")
+async def _tried(runtime: Runtime) -> int | None:
+    async with runtime.core.sessions() as session:
+        return await session.scalar(select(func.max(Outbox.attempts)))
 
 
 PUBLISH = f"""
@@ -433,30 +428,11 @@ async def test_odd_messages_get_a_clear_answer_or_a_logged_refusal(
         await fake.socket.send_event(slack.file_share([huge], "what is in it?"))
         answers = await replies_in(fake, slack.DM_CHANNEL, 2)
         await fake.socket.send_event(slack.app_mention("/help", channel="C0NOTMINE"))
-        failed = await _undelivered(runtime)
+        await wait_until(lambda: undelivered(runtime.core), 20, "a reply to fail")
+        failed = await undelivered(runtime.core)
 
     assert answers[0] == "echo: :wave:"
     assert "server.log is larger than 25 MB" in answers[1]
     assert fake.downloads == []
     assert [(item.channel, item.status) for item in failed] == [("slack", "failed")]
     assert "not_in_channel" in failed[0].error
-
-
-async def _undelivered(runtime: Runtime, timeout: float = 20.0) -> list[status.Undelivered]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if found := await undelivered(runtime.core):
-            return found
-        await asyncio.sleep(0.05)
-    raise TimeoutError("no reply failed")
-
-
-async def test_a_command_typed_in_a_mention_works_like_the_slash_command(
-    runtime: Runtime, fake: FakeSlack
-) -> None:
-    async with slack_up(runtime, fake):
-        mention = slack.app_mention("/help")
-        await fake.socket.send_event(mention)
-        (answer,) = await replies_in(fake, slack.CHANNEL, 1, mention["ts"])
-
-    assert "/run" in answer and "/help" in answer
