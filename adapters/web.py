@@ -104,7 +104,7 @@ class WebAdapter:
     for past messages."""
 
     channel = CHANNEL
-    capabilities = Capabilities(text_limit=MAX_BODY, dialect="markdown")
+    capabilities = Capabilities(text_limit=MAX_BODY, dialect="markdown", buttons=True)
 
     def __init__(
         self,
@@ -258,6 +258,7 @@ class WebAdapter:
             "text": out.text,
             "html": to_html(out.text),
             "files": self._links(out.message_id, [a.filename for a in out.attachments]),
+            "buttons": [{"label": b.label, "command": b.command} for b in out.buttons],
         }
 
     async def _file(self, request: web.Request) -> web.Response:

@@ -44,6 +44,21 @@ function fileLinks(el, files) {
   }
   el.append(list);
 }
+// A reply's buttons: a click sends the button's command, as if typed (the command decides
+// whether this person may). Used once: the row goes when one is clicked.
+function buttonRow(el, buttons) {
+  el.querySelector(".buttons")?.remove();
+  if (!buttons || !buttons.length) return;
+  const row = document.createElement("div");
+  row.className = "buttons";
+  for (const b of buttons) {
+    const button = document.createElement("button");
+    button.type = "button"; button.textContent = b.label; button.title = b.command;
+    button.addEventListener("click", () => { row.remove(); send(b.command, []); });
+    row.append(button);
+  }
+  el.append(row);
+}
 function mine(text, files) {
   const el = bubble("me");
   el.textContent = text;
@@ -55,6 +70,7 @@ function fill(el, reply) {
   if (reply.html != null) { el.classList.add("html"); el.innerHTML = reply.html; }  // safe: rendered by the server
   else el.textContent = reply.text;
   fileLinks(el, reply.files);
+  buttonRow(el, reply.buttons);
   log.scrollTop = log.scrollHeight;
 }
 function answerTo(messageId) {

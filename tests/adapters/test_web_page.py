@@ -24,6 +24,7 @@ from bot.storage.models import Message
 from tests.adapters.chromium import Browser, Tab, chromium
 from tests.fakes.llm_server import FakeLLM
 from tests.support import ServedWeb, serving
+from workflows import store as workflow_store
 
 
 class Flaky:
@@ -217,3 +218,36 @@ async def _listeners(web: ServedWeb, count: int) -> None:
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(wait(), 10)
+
+
+APPROVE = """
+name: publish
+command: /publish
+inputs:
+  text: {type: string, description: what to publish}
+nodes:
+  check: {type: approval, message: "Publish '{{ text }}'?"}
+  go: {type: reply, needs: [check], when: "check.approved", text: "Published: {{ text }}"}
+"""
+
+
+async def test_an_approval_is_answered_by_its_button(
+    runtime: Runtime, web: ServedWeb, browser: Browser, tmp_path: Path
+) -> None:
+    async with runtime.core.sessions.begin() as session:
+        await workflow_store.save(session, APPROVE, origin="test")
+    tab = await browser.tab(web.url, 390, 844)
+    await send(tab, "/publish text=hello")
+
+    labels = await tab.wait_for(
+        "[...document.querySelectorAll('#log .buttons button')].map((b) => b.textContent)"
+        ".join() || null"
+    )
+    await tab.screenshot(tmp_path / "approval.png")
+    await tab.evaluate("document.querySelector('#log .buttons button').click()")
+    done = await tab.wait_for(f"{texts('.bot')}.find((t) => t === 'Published: hello') || null")
+
+    assert labels == "Approve,Reject"
+    assert done == "Published: hello"
+    assert await tab.evaluate(texts(".me")) == ["/publish text=hello", "/approve 1"]
+    assert await tab.evaluate("document.querySelectorAll('#log .buttons').length") == 0
