@@ -84,7 +84,7 @@ class LocalStream:
     """A local channel's side in the queue's Redis. As a channel (the terminal's), it only
     sends: its client (`switchboard chat`) receives in its own process and dispatches there."""
 
-    capabilities = Capabilities(text_limit=1024 * 1024, dialect="markdown")
+    capabilities = Capabilities(text_limit=None, dialect="markdown")
 
     def __init__(self, redis: Redis, channel: str) -> None:
         self.redis = redis

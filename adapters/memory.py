@@ -107,6 +107,8 @@ class MemoryChannel:
 
     def _parts(self, text: str) -> list[str]:
         limit, dialect = self.capabilities.text_limit, self.capabilities.dialect
+        if limit is None:
+            return [text]
         if dialect in ("markdown", "mrkdwn"):
             return render(text, dialect, limit)
         return split(text, limit)  # a dialect with no converter yet: Markdown as written

@@ -104,7 +104,7 @@ class WebAdapter:
     for past messages."""
 
     channel = CHANNEL
-    capabilities = Capabilities(text_limit=MAX_BODY, dialect="markdown", buttons=True)
+    capabilities = Capabilities(text_limit=None, dialect="markdown", buttons=True)
 
     def __init__(
         self,

@@ -55,10 +55,11 @@ class Line:
 @dataclass(frozen=True)
 class Capabilities:
     """What a channel's platform takes: ``text_limit`` characters per message (longer
-    replies are split), files up to ``file_limit`` bytes, Markdown converted to
-    ``dialect``, and at most ``sends_per_second`` messages per chat (0: no pacing)."""
+    replies are split; None: any length is one message, as on the local channels), files
+    up to ``file_limit`` bytes, Markdown converted to ``dialect``, and at most
+    ``sends_per_second`` messages per chat (0: no pacing)."""
 
-    text_limit: int
+    text_limit: int | None
     dialect: Dialect = "markdown"
     file_limit: int = MAX_FILE
     edits: bool = False  # a sent message can be replaced (a status line, a placeholder)

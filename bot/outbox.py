@@ -283,7 +283,9 @@ def _record_failure(core: Core, row: Outbox, exc: AdapterError) -> None:
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
-    """Exponential with jitter, capped at 10 minutes; a platform's Retry-After wins when longer."""
+    """What the platform asked for (Retry-After), else exponential with jitter, capped at 10
+    minutes."""
+    if retry_after is not None:
+        return retry_after
     base = min(600.0, 2.0 ** (attempt - 1))
-    jittered = base * (0.5 + random.random() / 2)
-    return max(jittered, retry_after or 0.0)
+    return base * (0.5 + random.random() / 2)

@@ -13,6 +13,7 @@ from bot import locks, outbox, people, replies, usage
 from bot.channels import MAX_FILE
 from bot.conversation import conversation_for
 from bot.core import Core
+from bot.locks import HANDLING, conversation_lock
 from bot.messages import Attachment, Button, ConversationRef, OutgoingMessage
 from bot.people import Viewer
 from bot.storage.models import (
@@ -209,11 +210,11 @@ async def _post(
         if ref == run.ref and run.conversation_id
         else await conversation_for(core, ref)
     )
-    await outbox.post(
-        core,
-        conversation_id,
-        OutgoingMessage(ref, text, files, idempotency_key=key, buttons=buttons),
-    )
+    out = OutgoingMessage(ref, text, files, idempotency_key=key, buttons=buttons)
+    # After the turn being answered there (the one that started this run, say): its reply
+    # ("Started run #3") is written before what the run says.
+    async with conversation_lock(core.engine, HANDLING, conversation_id):
+        await outbox.post(core, conversation_id, out)
 
 
 async def _announce(core: Core, run: RunState) -> None:

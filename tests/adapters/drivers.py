@@ -234,10 +234,11 @@ class WebDriver:
             async with self._client.get(f"{self.url}{link['url']}") as download:
                 assert download.status == 200
                 downloads.append((str(link["name"]), await download.read()))
-        return Shown(str(reply["text"]), tuple(downloads))
+        buttons = tuple(Button(b["label"], b["command"]) for b in reply.get("buttons", ()))
+        return Shown(str(reply["text"]), tuple(downloads), buttons)
 
     async def click(self, message: Shown, button: Button) -> None:
-        await self.say(_typed(message, button))
+        await self.say(_pressed(message, button))  # the page sends the button's command
 
     @property
     def _client(self) -> aiohttp.ClientSession:

@@ -102,6 +102,7 @@ def test_backoff_grows_and_honours_retry_after() -> None:
     assert 4.0 <= backoff(4) <= 8.0
     assert backoff(30) <= 600.0
     assert backoff(1, retry_after=30.0) == 30.0
+    assert backoff(10, retry_after=1.0) == 1.0  # as long as asked, however many tries
 
 
 async def _make_due(runtime: Runtime, outbox_id: int) -> None:
