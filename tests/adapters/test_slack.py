@@ -436,3 +436,17 @@ async def test_odd_messages_get_a_clear_answer_or_a_logged_refusal(
     assert fake.downloads == []
     assert [(item.channel, item.status) for item in failed] == [("slack", "failed")]
     assert "not_in_channel" in failed[0].error
+
+
+async def test_a_command_where_the_bot_may_not_post_is_answered_through_its_response_url(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    fake.outside_channels.add("C0PRIVATE")
+    async with slack_up(runtime, fake):
+        await fake.socket.send_command("/help", channel_id="C0PRIVATE")
+        await fake.wait_for(lambda: fake.responses or None, timeout=20)
+
+    (answer,) = fake.responses
+    assert "/run" in answer.body["text"] and answer.body["response_type"] == "in_channel"
+    async with runtime.core.sessions() as session:
+        assert list(await session.scalars(select(Outbox.status))) == ["sent"]
