@@ -11,7 +11,7 @@ purpose (:func:`link`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import audit, replies
 from bot.core import Core
 from bot.errors import UserFacingError
+from bot.messages import ConversationRef
 from bot.storage.models import (
     ChannelAccount,
     Message,
@@ -281,3 +282,49 @@ _BELONGINGS = (
     PromptAction.created_by,
     PromptActionRun.user_id,
 )
+
+
+# What an ``allow:`` list (a workflow's, a persona's) may name, each a set of values.
+ALLOW_KEYS = ("users", "roles", "channels", "chats", "workspaces")
+
+
+async def outside(
+    session: AsyncSession,
+    allow: Mapping[str, Sequence[str]],
+    user_id: int | None,
+    ref: ConversationRef | None,
+) -> str | None:
+    """None when the person at ``ref`` meets every key of ``allow``: one of their accounts
+    (``slack:U123``) in ``users``, a role they hold in ``roles``, the conversation's
+    ``channels`` (``slack``), ``chats`` (``slack:C123``) or ``workspaces`` (``slack:T123``).
+    Else the limits, as a person reads them."""
+    if not allow:
+        return None
+    roles, accounts = await who(session, user_id)
+    facts = {"users": accounts, "roles": roles, **_where(ref)}
+    if all(facts.get(key, set()) & set(allowed) for key, allowed in allow.items()):
+        return None
+    return "; ".join(f"{key} {', '.join(values)}" for key, values in allow.items())
+
+
+def _where(ref: ConversationRef | None) -> dict[str, set[str]]:
+    if ref is None:
+        return {}
+    return {
+        "channels": {ref.channel},
+        "chats": {f"{ref.channel}:{ref.chat}"},
+        "workspaces": {f"{ref.channel}:{ref.workspace}"} if ref.workspace else set(),
+    }
+
+
+async def who(session: AsyncSession, user_id: int | None) -> tuple[set[str], set[str]]:
+    """A person's roles (an owner holds admin's too) and their accounts as CHANNEL:ID."""
+    if user_id is None:
+        return set(), set()
+    role = await session.scalar(select(User.role).where(User.id == user_id))
+    rows = await session.execute(
+        select(ChannelAccount.channel, ChannelAccount.external_id).where(
+            ChannelAccount.user_id == user_id
+        )
+    )
+    return held(role), {f"{channel}:{external}" for channel, external in rows}

@@ -17,9 +17,7 @@ from bot.locks import HANDLING, conversation_lock
 from bot.messages import Attachment, Button, ConversationRef, OutgoingMessage
 from bot.people import Viewer
 from bot.storage.models import (
-    ChannelAccount,
     Message,
-    User,
     Workflow,
     WorkflowRun,
     WorkflowStep,
@@ -99,32 +97,10 @@ async def start(
 async def check_allowed(
     session: AsyncSession, spec: WorkflowSpec, user_id: int | None, ref: ConversationRef | None
 ) -> None:
-    """A workflow limited to some users, roles or channels refuses everyone else."""
-    if not spec.allow:
-        return
-    roles, accounts = await _who(session, user_id)
-    facts = {
-        "users": accounts,
-        "roles": roles,
-        "channels": {ref.channel} if ref else set(),
-    }
-    if all(facts.get(key, set()) & set(allowed) for key, allowed in spec.allow.items()):
-        return
-    limits = "; ".join(f"{key} {', '.join(values)}" for key, values in spec.allow.items())
-    raise WorkflowError(f"You may not run {spec.name}: it is limited to {limits}.")
-
-
-async def _who(session: AsyncSession, user_id: int | None) -> tuple[set[str], set[str]]:
-    """A person's roles (an owner holds admin's too) and their accounts as CHANNEL:ID."""
-    if user_id is None:
-        return set(), set()
-    role = await session.scalar(select(User.role).where(User.id == user_id))
-    rows = await session.execute(
-        select(ChannelAccount.channel, ChannelAccount.external_id).where(
-            ChannelAccount.user_id == user_id
-        )
-    )
-    return people.held(role), {f"{channel}:{external}" for channel, external in rows}
+    """A workflow limited to some users, roles, channels, chats or workspaces refuses
+    everyone else."""
+    if (limits := await people.outside(session, spec.allow, user_id, ref)) is not None:
+        raise WorkflowError(f"You may not run {spec.name}: it is limited to {limits}.")
 
 
 def engine(core: Core, kept: store.PostgresRunStore | None = None) -> Engine:
@@ -485,7 +461,7 @@ async def decide(core: Core, run_id: int, *, approved: bool, viewer: Viewer, not
         step = await _waiting_step(
             session, "approval", WorkflowStep.run_id == run_id, skip_locked=False
         )
-        roles, accounts = await _who(session, viewer.user_id)
+        roles, accounts = await people.who(session, viewer.user_id)
         allowed = set((step.output or {}).get("approvers") or ()) if step else set()
         named = bool(allowed & (accounts | {f"role:{role}" for role in roles}))
         theirs = named or await _sees(session, viewer, run_id)
@@ -517,7 +493,7 @@ async def take_answer(core: Core, turn: Turn) -> Reply | None:
         step = await _waiting_step(session, "input", here, skip_locked=True)
         if step is None:
             return None
-        _, accounts = await _who(session, turn.user_id)
+        _, accounts = await people.who(session, turn.user_id)
         allowed = set((step.output or {}).get("from") or ())
         if allowed and not allowed & accounts:
             return None  # not the person asked: the message goes to the persona as usual

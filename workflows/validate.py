@@ -24,7 +24,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from bot import yamlsafe
+from bot import people, yamlsafe
 from bot.names import closest
 from workflows.errors import ExpressionError, WorkflowError
 from workflows.expressions import ENV, is_template, names_used, unsafe_attributes
@@ -48,7 +48,7 @@ MAP_TYPE = "map"
 RESERVED = frozenset({*GLOBALS, *MAP_LOCALS, "loop"})
 EXPECT_KEYS = ("output", "status", "nodes")
 STATUSES = ("succeeded", "failed", "waiting")
-ALLOW_KEYS = ("users", "roles", "channels")
+ALLOW_KEYS = people.ALLOW_KEYS
 # A schedule must fire within this many years of a fixed start, so the answer never drifts.
 CRON_HORIZON_YEARS = 5
 CRON_START = datetime(2025, 1, 1)
