@@ -659,7 +659,6 @@ class FakeSlack:
         self._notify()
         return _reply({"ok": True})
 
-
     async def _records(self, request: web.Request) -> web.Response:
         calls = self.calls[int(request.query.get("calls", 0)) :]
         acks = self.socket.acks[int(request.query.get("acks", 0)) :]
