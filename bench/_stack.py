@@ -151,11 +151,15 @@ class Switchboard:
 
 
 @contextlib.asynccontextmanager
-async def switchboard(env: Mapping[str, str], *, workers: int = 0) -> AsyncIterator[Switchboard]:
+async def switchboard(
+    env: Mapping[str, str], *, workers: int = 0, profile: str | None = None
+) -> AsyncIterator[Switchboard]:
     """`switchboard up` with its worker in the same process, or (``workers`` > 0) an
     ingress-only `up --no-worker` and that many `switchboard worker` processes; yielded once
-    /healthz says every part is up."""
-    argv = ["-m", "bot", "up", *(["--no-worker"] if workers else [])]
+    /healthz says every part is up. With ``profile``, `up` runs under ``bench._profiled``,
+    which writes its CPU-time statistics to that file when `up` stops."""
+    start = ["-m", "bench._profiled", profile, "bot"] if profile else ["-m", "bot"]
+    argv = [*start, "up", *(["--no-worker"] if workers else [])]
     # Any free port, chosen by the server itself: `up --port 0` means 8765 today (`port or
     # settings.web_port`), the setting does not.
     env = {**env, "SWITCHBOARD_WEB_PORT": "0"}
@@ -208,12 +212,17 @@ POLL_SECONDS = 0.05
 
 
 async def wait_for_replies(
-    records: SlackRecords, session: aiohttp.ClientSession, channels: set[str], timeout: float
+    records: SlackRecords,
+    session: aiohttp.ClientSession,
+    channels: set[str],
+    timeout: float,
+    since: int = 0,
 ) -> dict[str, float]:
-    """When each of ``channels`` first got its reply at the fake: a post or an edit other
-    than the "Writing…" placeholder. At the deadline, what came by then."""
+    """When each of ``channels`` first got its reply at the fake (among the calls from the
+    ``since``-th on): a post or an edit other than the "Writing…" placeholder. At the
+    deadline, what came by then."""
     found: dict[str, float] = {}
-    seen = 0
+    seen = since
     deadline = time.monotonic() + timeout
     while len(found) < len(channels) and time.monotonic() < deadline:
         await records.update(session)
