@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import aiohttp
 import psutil
 
 from adapters.slack import WRITING
-from bench._common import free_port, say, settings
+from bench._common import emit, free_port, say, settings
 from bot import services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,19 +241,17 @@ def _is_reply(call: Mapping[str, Any]) -> bool:
 # --- memory ---------------------------------------------------------------------------------
 
 
-class PeakRSS:
-    """The highest total resident memory of some process trees, sampled every ``interval``
-    from a thread of its own (a busy event loop here cannot skip samples)."""
+class Ticker:
+    """Calls ``tick`` every ``interval`` seconds from a thread of its own while entered, so
+    the benchmark's busy event loop cannot delay or skip it."""
 
-    def __init__(self, roots: Mapping[str, int], interval: float = 0.05) -> None:
-        self.roots = dict(roots)
+    def __init__(self, interval: float, tick: Callable[[], None], name: str) -> None:
         self.interval = interval
-        self.peak: dict[str, int] = dict.fromkeys(self.roots, 0)
-        self.peak_total = 0
+        self.tick = tick
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Ticker:
         self._thread.start()
         return self
 
@@ -263,10 +261,23 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            now = {name: _tree_rss(pid) for name, pid in self.roots.items()}
-            for name, rss in now.items():
-                self.peak[name] = max(self.peak[name], rss)
-            self.peak_total = max(self.peak_total, sum(now.values()))
+            self.tick()
+
+
+class PeakRSS:
+    """The highest total resident memory of some process trees, one ``sample`` at a time
+    (taken by a ``Ticker``)."""
+
+    def __init__(self, roots: Mapping[str, int]) -> None:
+        self.roots = dict(roots)
+        self.peak: dict[str, int] = dict.fromkeys(self.roots, 0)
+        self.peak_total = 0
+
+    def sample(self) -> None:
+        now = {name: _tree_rss(pid) for name, pid in self.roots.items()}
+        for name, rss in now.items():
+            self.peak[name] = max(self.peak[name], rss)
+        self.peak_total = max(self.peak_total, sum(now.values()))
 
     def megabytes(self) -> dict[str, float]:
         return {name: round(rss / 2**20, 1) for name, rss in self.peak.items()}
@@ -290,7 +301,18 @@ def load() -> str:
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-def note_load() -> str:
-    found = load()
-    say(found)
-    return found
+async def run_and_emit(
+    name: str,
+    measuring: Awaitable[dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+    **settings: Any,
+) -> None:
+    """The machine's load around the measurement (other work shares these cores), the
+    human-readable report, then the last line: figures, settings and load as JSON."""
+    before = load()
+    say(before)
+    figures = await measuring
+    after = load()
+    say(after)
+    report(figures)
+    emit(name, **figures, **settings, load_before=before, load_after=after)

@@ -18,7 +18,8 @@ processes' (Postgres and Valkey apart).
 The floor, in the same run, once Switchboard has stopped: the same number of arq jobs, each
 making the same model request (the persona's system prompt and the message) with the openai
 SDK and writing one row to Postgres, in a worker process of its own (``bench._floor``) with
-the same max_jobs and poll delay, on the same Valkey, Postgres and fake model.
+the same poll delay and a slot for every job (it holds no connection while the model
+answers), on the same Valkey, Postgres and fake model.
 Target: every reply delivered, wall ≤ 5 s on 2 cores.
 """
 
@@ -38,17 +39,18 @@ import aiohttp
 import asyncpg
 
 from bench import _floor
-from bench._common import CPUClock, emit, percentile, say, service_pids, spent, temp_home
+from bench._common import CPUClock, percentile, say, service_pids, spent, temp_home
 from bench._stack import (
     Child,
     PeakRSS,
     SlackRecords,
+    Ticker,
     child,
     fake_llm,
     fake_slack,
     held_services,
-    note_load,
     root_of,
+    run_and_emit,
     switchboard,
     switchboard_env,
     wait_for_replies,
@@ -62,6 +64,7 @@ from tests.fakes.slack_payloads import APP_TOKEN, BOT_TOKEN, dm
 REPLY_TIMEOUT = 120.0
 OPENING = 50  # browsers opened at a time
 WARMUP = 5  # conversations of each kind answered before the clock starts
+RSS_INTERVAL = 0.05  # seconds between memory samples
 
 
 def question(i: int) -> str:
@@ -155,13 +158,14 @@ async def ours(
             "SWITCHBOARD_STREAM_REPLIES": str(args.stream).lower(),
         },
     )
-    async with switchboard(env, workers=args.workers) as up:
+    async with switchboard(env, workers=args.workers, profile=args.profile) as up:
         say(f"warm-up: {WARMUP} Slack DMs and {WARMUP} web messages")
         await conversations(slack, up.url, WARMUP, WARMUP)
         clock = CPUClock({**service_pids(home), **up.processes})
         since, pg_limit = await database_now(endpoints.database_url)
         say(f"{args.slack} Slack DMs (Socket Mode) and {args.web} web messages at once")
-        with PeakRSS(up.processes) as rss:
+        rss = PeakRSS(up.processes)
+        with Ticker(RSS_INTERVAL, rss.sample, "rss-sampler"):
             before = clock.read()
             slack_at, web_at, started = await conversations(slack, up.url, args.slack, args.web)
             cpu = spent(before, clock.read())
@@ -269,7 +273,8 @@ async def floor(
     queue = f"switchboard:bench:floor:{uuid.uuid4().hex[:8]}"
     argv = ["-m", "bench._floor", "--redis", endpoints.redis_url]
     argv += ["--database", endpoints.database_url, "--llm", "http://" + llm.address]
-    argv += ["--queue", queue, "--max-jobs", str(args.max_jobs)]
+    # As many slots as jobs: a job holds no connection while its model answers.
+    argv += ["--queue", queue, "--max-jobs", str(n)]
     argv += ["--poll-delay", str(Settings.model_fields["poll_delay"].default)]
     async with child("floor", argv, _floor.READY) as worker:
         clock = CPUClock({**service_pids(home), "floor": worker.pid})
@@ -339,25 +344,11 @@ def report(figures: dict[str, Any]) -> None:
     )
 
 
-async def main(args: argparse.Namespace) -> None:
-    load_before = note_load()
+async def measure_with_floor(args: argparse.Namespace) -> dict[str, Any]:
     figures = await measure(args)
-    load_after = note_load()
-    figures["ratio_cpu"] = round(
-        figures["cpu_ms_per_reply"] / max(figures["floor_cpu_ms_per_reply"], 0.01), 1
-    )
-    report(figures)
-    emit(
-        "fanout",
-        **figures,
-        latency_s=args.latency,
-        workers=args.workers,
-        max_jobs=args.max_jobs,
-        db_pool=args.db_pool,
-        stream_replies=args.stream,
-        load_before=load_before,
-        load_after=load_after,
-    )
+    floor_cpu = max(figures["floor_cpu_ms_per_reply"], 0.01)
+    figures["ratio_cpu"] = round(figures["cpu_ms_per_reply"] / floor_cpu, 1)
+    return figures
 
 
 def cli() -> None:
@@ -378,7 +369,16 @@ def cli() -> None:
     parser.add_argument(
         "--no-stream", dest="stream", action="store_false", help="SWITCHBOARD_STREAM_REPLIES"
     )
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--profile", metavar="FILE", help="run `up` under cProfile into FILE")
+    args = parser.parse_args()
+    settings = {
+        "latency_s": args.latency,
+        "workers": args.workers,
+        "max_jobs": args.max_jobs,
+        "db_pool": args.db_pool,
+        "stream_replies": args.stream,
+    }
+    asyncio.run(run_and_emit("fanout", measure_with_floor(args), report, **settings))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import aiohttp
 
 from bench._common import (
     CPUClock,
-    emit,
     latency_figures,
     paced,
     say,
@@ -47,8 +46,8 @@ from bench._stack import (
     fake_llm,
     fake_slack,
     held_services,
-    note_load,
     root_of,
+    run_and_emit,
     switchboard,
     switchboard_env,
     wait_for_replies,
@@ -122,6 +121,7 @@ class Round:
     acked_in: float  # seconds until the last ack
     replies: dict[str, float]  # channel: when its reply reached the fake
     cpu: dict[str, float]  # CPU seconds by process, from the start to the last reply
+    client_cpu: float  # CPU seconds this process (the client) spent sending and reading acks
 
     def figures(self, prefix: str = "") -> dict[str, Any]:
         n = len(self.acks)
@@ -137,6 +137,7 @@ class Round:
             "cpu_ms_per_command_by_process": {
                 name: round(seconds * 1000 / n, 2) for name, seconds in self.cpu.items()
             },
+            "client_cpu_ms_per_command": round(self.client_cpu * 1000 / n, 2),
         }
         return {f"{prefix}{k}": v for k, v in found.items()}
 
@@ -183,12 +184,13 @@ async def round_of(send_all: SendAll, target: Target, commands: Commands, n: int
         await records.update(watching)  # earlier rounds' replies, to the same people too
         since = len(records.calls)
         before, started, clock = target.clock.read(), time.monotonic(), time.perf_counter()
+        client = time.process_time()
         acks = await send_all(session, target.url, signed)
-        acked_in = time.perf_counter() - clock
+        acked_in, client = time.perf_counter() - clock, time.process_time() - client
         channels = {commands.channel(i) for i in range(n)}
         replies = await wait_for_replies(records, watching, channels, REPLY_TIMEOUT, since)
         cpu = spent(before, target.clock.read())
-    return Round(acks, started, acked_in, replies, cpu)
+    return Round(acks, started, acked_in, replies, cpu, client)
 
 
 def refused(acks: Sequence[Ack]) -> dict[str, int]:
@@ -249,22 +251,9 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     )
 
 
-async def main(args: argparse.Namespace) -> None:
-    load_before = note_load()
+async def measure_in_home(args: argparse.Namespace) -> dict[str, Any]:
     with temp_home() as home, held_services(home):
-        figures = await measure(args, home)
-    load_after = note_load()
-    report(figures, args)
-    emit(
-        "slack_ack",
-        **figures,
-        rate=args.rate,
-        workers=args.workers,
-        max_jobs=args.max_jobs,
-        fresh_connections=args.fresh,
-        load_before=load_before,
-        load_after=load_after,
-    )
+        return await measure(args, home)
 
 
 def cli() -> None:
@@ -283,7 +272,16 @@ def cli() -> None:
         help="reuse connections (default: one per request, as a reverse proxy opens them)",
     )
     parser.add_argument("--profile", metavar="FILE", help="run `up` under cProfile into FILE")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    settings = {
+        "rate": args.rate,
+        "workers": args.workers,
+        "max_jobs": args.max_jobs,
+        "fresh_connections": args.fresh,
+    }
+    asyncio.run(
+        run_and_emit("slack_ack", measure_in_home(args), lambda f: report(f, args), **settings)
+    )
 
 
 if __name__ == "__main__":
