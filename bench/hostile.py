@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,10 +34,10 @@ from typing import Any
 import aiohttp
 
 from bench._common import emit, free_port, ms, percentile, say, temp_home
+from bench._stack import Ticker, healthy
 from tests.fakes.llm_server import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
-READY_SECONDS = 60.0
 REPLY_TIMEOUT = 60.0
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -140,38 +139,28 @@ class Browser:
 
 
 class Probe:
-    """Asks /healthz every 100 ms from a thread of its own (so the benchmark's own event
-    loop, busy with 70 browsers, cannot delay it); keeps the time between two answers."""
+    """Asks /healthz each time it is ticked (every 100 ms, by a ``Ticker``: a thread of its
+    own, so the benchmark's own event loop, busy with 70 browsers, cannot delay it); keeps
+    the time between two answers."""
 
     def __init__(self, base: str) -> None:
         self.address = base.removeprefix("http://")
         self.gaps: list[tuple[float, float]] = []  # (when, seconds since the answer before)
         self.statuses: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
+        self.last = time.monotonic()
 
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(0.1):
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                connection = http.client.HTTPConnection(self.address, timeout=5)
-                try:
-                    connection.request("GET", "/healthz")
-                    status = connection.getresponse().status
-                finally:
-                    connection.close()
-                now = time.monotonic()
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                self.gaps.append((now, now - last))
-                last = now
+    def ask(self) -> None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            connection = http.client.HTTPConnection(self.address, timeout=5)
+            try:
+                connection.request("GET", "/healthz")
+                status = connection.getresponse().status
+            finally:
+                connection.close()
+            now = time.monotonic()
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.gaps.append((now, now - self.last))
+            self.last = now
 
     def longest(self) -> float:
         return max(gap for _, gap in self.gaps)
@@ -193,23 +182,11 @@ async def switchboard_up(home: Path, llm: FakeLLM) -> AsyncIterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        await _ready(base)
+        await healthy(base)
         yield base
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 60)
-
-
-async def _ready(base: str) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{base}/healthz") as answer:
-                    if answer.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"switchboard up did not become healthy at {base}")
 
 
 async def ordinary(browsers: list[Browser], n: int, rate: float) -> list[float]:
@@ -345,7 +322,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             people = [await Browser.open(base) for _ in range(args.conversations)]
             strangers = [await Browser.open(base) for _ in range(20)]
             try:
-                with Probe(base) as probe:
+                probe = Probe(base)
+                with Ticker(0.1, probe.ask, "healthz-probe"):
                     say(f"warm-up: {args.conversations} messages")
                     await ordinary(people, args.conversations, args.rate)
                     say(f"quiet: {args.n} messages at {args.rate}/s")

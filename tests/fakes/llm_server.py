@@ -5,7 +5,8 @@ answers, ``script()`` queues replies (text, a tool call, or ``FakeLLM.error(...)
 ``requests`` keeps every JSON body received. Unscripted chat replies are
 ``"echo: <last user message>"``; token counts are whitespace-separated words.
 
-Run it for benchmarks and demos: ``python -m tests.fakes.llm_server --port 8099``.
+Run it for benchmarks and demos: ``python -m tests.fakes.llm_server --port 8099``
+(``--latency 1`` answers every request after a second, as a remote model might).
 """
 
 from __future__ import annotations
@@ -265,8 +266,8 @@ def _encode(vector: list[float], as_base64: bool) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-async def _serve(port: int) -> None:
-    async with FakeLLM(port=port) as llm:
+async def _serve(port: int, latency: float) -> None:
+    async with FakeLLM(port=port, latency=latency) as llm:
         print(llm.url, flush=True)
         await asyncio.Event().wait()
 
@@ -274,9 +275,10 @@ async def _serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve a fake OpenAI-compatible LLM API.")
     parser.add_argument("--port", type=int, default=8099)
-    port = parser.parse_args().port
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(port))
+        asyncio.run(_serve(args.port, args.latency))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ Point the SDK at it with ``AsyncWebClient(token=BOT_TOKEN, base_url=fake.api_url
   nothing and answers no ping, ``open_connections`` shows what the client left open; past
   Slack's cap of 10 connections a new one is told ``too_many_websockets``.
 - **Waiting**: ``await fake.wait_for(predicate)`` wakes on every record, with a deadline.
+- **From another process** (benchmarks): ``GET /_records?calls=N&acks=M`` gives the Web API
+  calls from the N-th on and the Socket Mode acks from the M-th on (each with ``at``, the
+  fake's ``time.monotonic()``: the same clock in every process of the machine);
+  ``POST /_socket/events`` with ``{"events": [...]}`` delivers each inner event as
+  ``send_event`` does and answers their envelope ids.
 
 Run it by hand: ``python -m tests.fakes.slack_server --port 8098``.
 """
@@ -285,6 +290,8 @@ class FakeSlack:
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
         app.router.add_post("/commands/{rest:.*}", self._response_url)
         app.router.add_get("/link/", self.socket.serve)
+        app.router.add_get("/_records", self._records)
+        app.router.add_post("/_socket/events", self._push_events)
         app.on_shutdown.append(self.socket.close_all)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -652,6 +659,23 @@ class FakeSlack:
         self._notify()
         return _reply({"ok": True})
 
+    async def _records(self, request: web.Request) -> web.Response:
+        calls = self.calls[int(request.query.get("calls", 0)) :]
+        acks = self.socket.acks[int(request.query.get("acks", 0)) :]
+        return web.json_response(
+            {
+                "calls": [_call_record(call) for call in calls],
+                "next_call": len(self.calls),
+                "acks": [_ack_record(ack) for ack in acks],
+                "next_ack": len(self.socket.acks),
+            }
+        )
+
+    async def _push_events(self, request: web.Request) -> web.Response:
+        events = (await request.json())["events"]
+        sent = [await self.socket.send_event(event) for event in events]
+        return web.json_response({"envelope_ids": sent})
+
 
 class SocketMode:
     """The Socket Mode side of the fake, ``fake.socket``.
@@ -953,6 +977,22 @@ def _channel_info(channel: str) -> Json:
     if is_im:
         info["user"] = "U" + channel[1:]
     return info
+
+
+def _call_record(call: Call) -> Json:
+    text = call.params.get("text")
+    return {
+        "method": call.method,
+        "channel": call.channel,
+        "text": str(text) if text is not None else None,
+        "at": call.at,
+        "ok": call.ok,
+        "error": call.error,
+    }
+
+
+def _ack_record(ack: Ack) -> Json:
+    return {"envelope_id": ack.envelope_id, "at": ack.at, "latency": ack.latency}
 
 
 def _opt(value: Any) -> str | None:

@@ -476,3 +476,59 @@ async def test_bolt_in_http_mode_accepts_signed_requests_and_refuses_forged(
     assert await status(forged.body, forged.headers) == 401
     assert await status(stale.body, stale.headers) == 401
     assert await status(person.body, {}) == 401
+
+
+# -- control endpoints, for a fake in another process (benchmarks) ---------------------------
+
+
+async def records(fake: FakeSlack, **since: int) -> Json:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{fake.url}/_records", params=since) as answer,
+    ):
+        assert answer.status == 200
+        found: Json = await answer.json()
+        return found
+
+
+async def test_records_page_through_the_calls_from_another_process(fake: FakeSlack) -> None:
+    client = web_client(fake)
+    await client.chat_postMessage(channel=DM_CHANNEL, text="first")
+    posted = await client.chat_postMessage(channel=CHANNEL, text="second")
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="edited")
+
+    everything = await records(fake)
+    assert [(c["method"], c["channel"], c["text"]) for c in everything["calls"]] == [
+        ("chat.postMessage", DM_CHANNEL, "first"),
+        ("chat.postMessage", CHANNEL, "second"),
+        ("chat.update", CHANNEL, "edited"),
+    ]
+    assert everything["next_call"] == 3 and everything["calls"][0]["ok"] is True
+    assert everything["calls"][0]["at"] == fake.calls[0].at  # time.monotonic(), system-wide
+
+    await client.chat_postMessage(channel=CHANNEL, text="third")
+    later = await records(fake, calls=everything["next_call"])
+    assert [c["text"] for c in later["calls"]] == ["third"] and later["next_call"] == 4
+
+
+async def test_events_posted_to_the_fake_reach_the_socket_and_their_acks_are_recorded(
+    fake: FakeSlack,
+) -> None:
+    listener = Listener()
+    async with socket_client(fake, listener):
+        events = [dm(f"hello {n}", user=f"U0PERSON{n}", channel=f"D0PERSON{n}") for n in range(3)]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{fake.url}/_socket/events", json={"events": events}) as answer,
+        ):
+            assert answer.status == 200
+            sent = (await answer.json())["envelope_ids"]
+        assert len(sent) == 3
+        for envelope_id in sent:
+            await fake.socket.wait_for_ack(envelope_id)
+        assert [r.payload["event"] for r in listener.requests] == events
+
+        acks = (await records(fake))["acks"]
+        assert {a["envelope_id"] for a in acks} == set(sent)
+        assert all(a["latency"] >= 0 for a in acks)
+        assert (await records(fake, acks=2))["acks"] == acks[2:]
