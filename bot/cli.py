@@ -84,7 +84,7 @@ def up(
         lambda: run_up(
             settings,
             host=host or settings.web_host,
-            port=port or settings.web_port,
+            port=settings.web_port if port is None else port,
             ready=ready,
             worker=worker,
         )
