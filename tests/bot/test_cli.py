@@ -371,3 +371,30 @@ async def test_tools_are_listed_and_their_calls_shown_in_the_audit_log(
     assert "run:1/add  tool calculate  ok" in line and '{"expression": "2+3"}' in line
     other = await switchboard(user_settings, "audit", "--tool", "read_webpage")
     assert other.stdout.strip() == "Nothing recorded matches."
+
+
+async def test_up_on_port_zero_takes_a_free_port_and_says_which(
+    user_settings: Settings, tmp_path: Path
+) -> None:
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "up",
+        "--port",
+        "0",
+        "--no-worker",
+        env=cli_env(user_settings),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        banner = await asyncio.wait_for(_read_until(up, b"Press Ctrl+C"), 30)
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(up.wait(), 30)
+    found = re.search(r"Web chat:  http://127\.0\.0\.1:(\d+)", banner)
+    assert found and int(found.group(1)) not in (0, 8765)
+    assert "Worker:    none here (--no-worker)" in banner
+    assert code == 0
