@@ -321,3 +321,10 @@ def replies_expired(count: int, minutes: int) -> str:
         f"{minutes} minutes and {'was' if count == 1 else 'were'} dropped rather than sent "
         "out of context. Ask again if you still need an answer."
     )
+
+
+def persona_limited(persona: str, limits: str) -> str:
+    return (
+        f"Sorry, {persona} talks only to {limits}. Send /persona list for the personas you "
+        "can use here."
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import replies
+from bot import people, replies
 from bot.core import Core
 from bot.router import Command
 from bot.storage.models import Conversation, Persona
@@ -25,8 +25,10 @@ async def persona_command(core: Core, turn: Turn, args: list[str]) -> Reply:
 
 
 async def _list(core: Core, turn: Turn) -> Reply:
+    """The personas this person may talk to."""
     async with core.sessions() as session:
-        rows = (await session.scalars(select(Persona).order_by(Persona.name))).all()
+        found = (await session.scalars(select(Persona).order_by(Persona.name))).all()
+        rows = [p for p in found if await open_to(session, p, turn) is None]
     lines = ["Personas:"]
     for row in rows:
         marker = "→" if row.id == turn.persona_id else " "
@@ -38,8 +40,23 @@ async def _list(core: Core, turn: Turn) -> Reply:
 async def _use(core: Core, turn: Turn, name: str) -> Reply:
     async with core.sessions.begin() as session:
         persona = await store.by_name(session, name)
+        if (limits := await open_to(session, persona, turn)) is not None:
+            return await refused(core, turn, persona.name, limits)
         await set_active(session, turn.conversation_id, persona.id)
     return Reply(replies.persona_switched(persona.name, persona.greeting), persona_id=persona.id)
+
+
+async def open_to(session: AsyncSession, persona: Persona, turn: Turn) -> str | None:
+    """None when the persona talks to the person of ``turn`` there; else its limits."""
+    return await people.outside(session, persona.allow or {}, turn.user_id, turn.ref)
+
+
+async def refused(core: Core, turn: Turn, persona: str, limits: str) -> Reply:
+    """A polite no, audited like every refusal."""
+    actor = f"user:{turn.user_id}" if turn.user_id else "unknown"
+    await people.refuse(core, actor, f"persona:{persona}", f"limited to {limits}")
+    text = replies.persona_limited(persona, limits)
+    return Reply(text, refused=f"persona {persona} is limited to {limits}")
 
 
 async def set_active(session: AsyncSession, conversation_id: int, persona_id: int) -> None:

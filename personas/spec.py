@@ -31,11 +31,23 @@ class PersonaSpec(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     greeting: str = ""
     tools: list[str] = Field(default_factory=list)
+    # Who may talk to it: users, roles, channels, chats, workspaces (as a workflow's allow:).
+    allow: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name(value)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from bot.people import ALLOW_KEYS
+
+        for key in value:
+            if key not in ALLOW_KEYS:
+                raise ValueError(f"allow: unknown key {key!r}; use {', '.join(ALLOW_KEYS)}")
+        return value
 
     @field_validator("tools")
     @classmethod

@@ -77,6 +77,8 @@ class Persona(Base):
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     greeting: Mapped[str] = mapped_column(Text, default="")
     tools: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # Who may talk to it (bot.people.outside): {"users": ["slack:U123"], "chats": [...]}.
+    allow: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     source: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = _now()
 
