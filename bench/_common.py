@@ -14,16 +14,21 @@ import logging
 import math
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 # Before anything imports litellm: never fetch its price map from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bot.config import Settings
+from bot.services import PID_FILES
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -121,3 +126,78 @@ def say(line: str) -> None:
 def emit(name: str, **figures: Any) -> None:
     """The benchmark's last line: one JSON object."""
     print(json.dumps({"name": name, **figures}), flush=True)
+
+
+# --- CPU time -------------------------------------------------------------------------------
+
+
+class CPUClock:
+    """CPU seconds (user + system) spent so far by named process trees.
+
+    Unlike throughput, CPU time barely moves when other work shares the machine, so it is
+    the figure to compare across runs. Each tree is its root, the root's live descendants,
+    and the descendants it has already reaped (Postgres's backends that came and went).
+    A pid is counted in the first tree that holds it: name the servers before the process
+    that may have started them.
+    """
+
+    def __init__(self, roots: Mapping[str, int]) -> None:
+        self.roots = dict(roots)
+
+    def read(self) -> dict[str, float]:
+        counted: set[int] = set()
+        return {name: _tree_seconds(pid, counted) for name, pid in self.roots.items()}
+
+
+def _tree_seconds(root: int, counted: set[int]) -> float:
+    try:
+        process = psutil.Process(root)
+        times = process.cpu_times()
+        total: float = times.user + times.system + times.children_user + times.children_system
+        below = process.children(recursive=True)
+    except psutil.Error:  # gone: nothing more to count
+        return 0.0
+    counted.add(root)
+    for child in below:
+        if child.pid in counted:
+            continue
+        counted.add(child.pid)
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def spent(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def service_pids(home: Path) -> dict[str, int]:
+    """The embedded servers' main processes in ``home`` (none for external URLs)."""
+    found = {}
+    for name, relative in PID_FILES.items():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            found[name] = int((home / relative).read_text().split()[0])
+    return found
+
+
+@contextlib.contextmanager
+def fake_llm_process() -> Iterator[tuple[str, int]]:
+    """The fake OpenAI-compatible server in a process of its own (its URL and pid), so its
+    CPU time is not counted as Switchboard's."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm_server", "--port", str(free_port())],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        url = child.stdout.readline().strip()
+        if not url:
+            raise RuntimeError("the fake LLM server did not start")
+        yield url, child.pid
+    finally:
+        child.terminate()
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
