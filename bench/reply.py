@@ -27,6 +27,7 @@ import collections
 import contextlib
 import cProfile
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -176,7 +177,9 @@ def profiling(path: str | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    profile = cProfile.Profile()
+    # CPU time, not wall time: a send that wakes the server on the other core, or a pause
+    # while other work has the CPU, would otherwise look like cost of ours.
+    profile = cProfile.Profile(time.process_time)
     profile.enable()
     try:
         yield
@@ -198,15 +201,22 @@ async def counting(runtime: Runtime, args: argparse.Namespace) -> AsyncIterator[
     def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         statements[" ".join(statement.split())[:160]] += 1
 
+    def checkout(*args: Any) -> None:
+        statements["(connection checked out of the pool)"] += 1
+
     engine = runtime.core.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine.pool, "checkout", checkout)
     await runtime.redis.config_resetstat()
     try:
         yield counts
     finally:
         event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine.pool, "checkout", checkout)
         commands = await runtime.redis.info("commandstats")
+        checkouts = statements.pop("(connection checked out of the pool)", 0)
         counts["sql_statements"] = sum(statements.values())
+        counts["pool_checkouts"] = checkouts
         counts["redis_commands"] = sum(int(v["calls"]) for v in commands.values())
         for statement, found in statements.most_common():
             say(f"  sql {found / args.n:6.2f}/reply  {statement}")
