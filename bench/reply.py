@@ -208,6 +208,7 @@ async def counting(runtime: Runtime, args: argparse.Namespace) -> AsyncIterator[
     event.listen(engine, "before_cursor_execute", count)
     event.listen(engine.pool, "checkout", checkout)
     await runtime.redis.config_resetstat()
+    transactions = await _transactions(runtime)
     try:
         yield counts
     finally:
@@ -217,11 +218,24 @@ async def counting(runtime: Runtime, args: argparse.Namespace) -> AsyncIterator[
         checkouts = statements.pop("(connection checked out of the pool)", 0)
         counts["sql_statements"] = sum(statements.values())
         counts["pool_checkouts"] = checkouts
+        # Each statement outside a transaction is one too: what the server sees.
+        counts["pg_transactions"] = await _transactions(runtime) - transactions
         counts["redis_commands"] = sum(int(v["calls"]) for v in commands.values())
         for statement, found in statements.most_common():
             say(f"  sql {found / args.n:6.2f}/reply  {statement}")
         for name, value in sorted(commands.items(), key=lambda kv: -int(kv[1]["calls"])):
             say(f"  redis {int(value['calls']) / args.n:6.2f}/reply  {name}")
+
+
+async def _transactions(runtime: Runtime) -> int:
+    async with runtime.core.autocommit.connect() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            )
+        )
+    return int(found)
 
 
 async def ours(runtime: Runtime, args: argparse.Namespace, clock: CPUClock) -> dict[str, Any]:
