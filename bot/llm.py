@@ -11,12 +11,14 @@ the inbound path, which import this module, never pay for it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -100,6 +102,7 @@ class LLMGateway:
     def __init__(self, settings: Settings, log: CallLog | None = None) -> None:
         self.settings = settings
         self._log = log
+        self._counts = TokenCounts(_count_tokens)
 
     async def complete(
         self,
@@ -157,7 +160,7 @@ class LLMGateway:
         return [list(_get(item, "embedding")) for item in items]
 
     def count_tokens(self, messages: Sequence[Mapping[str, Any]], model: str) -> int:
-        return int(_litellm().token_counter(model=model, messages=[dict(m) for m in messages]))
+        return self._counts(messages, model)
 
     def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for a call: configured prices first, then litellm's bundled map, else None."""
@@ -287,6 +290,55 @@ class LLMGateway:
         if isinstance(failed.error, LLMAuthError):
             return _provider(model) != _provider(following)
         return failed.transient
+
+
+Counter = Callable[[list[dict[str, Any]], str], int]
+_CountKey = tuple[str, tuple[tuple[str, bytes], ...]]
+
+
+class TokenCounts:
+    """Token counts of text messages, each list counted once per model and remembered.
+
+    Every turn counts the conversation's history again to fit it in the budget, and
+    litellm's counter costs about a millisecond a call: the history's messages were
+    counted on the turns before. Keyed by a digest of the text, not the text, so the
+    memory a count takes does not grow with the message; the least recently used are
+    forgotten beyond ``size``. Messages with more than a role and a text (tool calls,
+    parts) are counted each time.
+    """
+
+    def __init__(self, count: Counter, size: int = 8192) -> None:
+        self._count = count
+        self._size = size
+        self._known: OrderedDict[_CountKey, int] = OrderedDict()
+
+    def __call__(self, messages: Sequence[Mapping[str, Any]], model: str) -> int:
+        key = _count_key(messages, model)
+        if key is None:
+            return self._count([dict(m) for m in messages], model)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = self._count([dict(m) for m in messages], model)
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(key)
+        return found
+
+
+def _count_key(messages: Sequence[Mapping[str, Any]], model: str) -> _CountKey | None:
+    parts = []
+    for message in messages:
+        content, role = message.get("content"), message.get("role")
+        if len(message) != 2 or not isinstance(content, str) or not isinstance(role, str):
+            return None
+        digest = hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=16)
+        parts.append((role, digest.digest()))
+    return model, tuple(parts)
+
+
+def _count_tokens(messages: list[dict[str, Any]], model: str) -> int:
+    return int(_litellm().token_counter(model=model, messages=messages))
 
 
 class _Failed(Exception):
