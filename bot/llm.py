@@ -454,13 +454,20 @@ def _arguments(raw: str | None) -> dict[str, Any]:
 
 
 def _bundled_price(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    if model in _UNPRICED:
+        return None
     try:
         prompt_cost, completion_cost = _litellm().cost_per_token(
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
     except Exception:  # litellm raises for every model missing from its map
+        # The map is bundled and never changes while running: no need to search it again.
+        _UNPRICED.add(model)
         return None
     return float(prompt_cost) + float(completion_cost)
+
+
+_UNPRICED: set[str] = set()
 
 
 def _provider(model: str) -> str:
