@@ -161,7 +161,7 @@ class LLMGateway:
         except Exception as exc:
             failed = await self._failed(exc, model, started, context, call)
             raise failed.error from exc
-        tokens = _usage(response, "prompt_tokens")
+        tokens = _usage(getattr(response, "usage", None))
         await self._ok(model, tokens, 0, started, context, call)
         items = sorted(response.data, key=lambda item: _get(item, "index"))
         return [list(_get(item, "embedding")) for item in items]
@@ -192,25 +192,23 @@ class LLMGateway:
         started, call = time.perf_counter(), await self._begin(model, context)
         try:
             self._check_credentials(model)
-            response = await (_stream(request, on_delta) if on_delta else _call(request))
+            answer = await (_stream(request, on_delta) if on_delta else _call(request))
         except _SinkError as sink:  # the caller's own failure, not the model's: no fallback
             detail = f"stopped: on_delta raised {type(sink.original).__name__}"
             await self._send(call, _error_record(model, started, detail, context))
             raise sink.original from None
         except Exception as exc:
             raise await self._failed(exc, model, started, context, call) from exc
-        prompt, generated = _usage(response, "prompt_tokens"), _usage(response, "completion_tokens")
+        prompt, generated = answer.prompt_tokens, answer.completion_tokens
         record = await self._ok(model, prompt, generated, started, context, call)
-        choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
-        message = choices[0].message if choices else None
         return Completion(
-            text=(message.content if message else None) or "",
+            text=answer.text,
             model=model,
             prompt_tokens=prompt,
             completion_tokens=generated,
             cost_usd=record.cost_usd,
             latency_ms=record.latency_ms,
-            tool_calls=_tool_calls(message),
+            tool_calls=answer.tool_calls,
         )
 
     def _connection(self, model: str) -> dict[str, Any]:
@@ -415,27 +413,53 @@ def _quiet_logging() -> None:
         logger.setLevel(level)
 
 
-async def _call(request: dict[str, Any]) -> Any:
-    return await _litellm().acompletion(**request)
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    prompt_tokens: int
+    completion_tokens: int
 
 
-async def _stream(request: dict[str, Any], on_delta: DeltaSink) -> Any:
+async def _call(request: dict[str, Any]) -> _Answer:
+    return _answer(await _litellm().acompletion(**request))
+
+
+async def _stream(request: dict[str, Any], on_delta: DeltaSink) -> _Answer:
     litellm = _litellm()
     stream = await litellm.acompletion(
         **request, stream=True, stream_options={"include_usage": True}
     )
-    chunks = []
+    chunks, pieces, usage, calls = [], [], None, False
     async for chunk in stream:
         chunks.append(chunk)
-        await _forward(chunk, on_delta)
-    # Rebuilds text, tool calls and usage; counts tokens itself when the server sent none.
-    return litellm.stream_chunk_builder(chunks, messages=request["messages"])
+        usage = getattr(chunk, "usage", None) or usage
+        delta = chunk.choices[0].delta if chunk.choices else None
+        calls = calls or bool(getattr(delta, "tool_calls", None))
+        if delta is not None and delta.content:
+            pieces.append(delta.content)
+            await _forward(delta.content, on_delta)
+    if calls or usage is None:
+        # Rebuilds tool calls from their pieces, and counts tokens itself when no usage came.
+        return _answer(litellm.stream_chunk_builder(chunks, messages=request["messages"]))
+    # Text only, usage in the last chunk (litellm's own, when the server sent none): the
+    # text is the pieces joined, without building the whole response again (~2 ms).
+    return _Answer("".join(pieces), (), _usage(usage), _usage(usage, "completion_tokens"))
 
 
-async def _forward(chunk: Any, on_delta: DeltaSink) -> None:
-    text = chunk.choices[0].delta.content if chunk.choices else None
-    if not text:
-        return
+def _answer(response: Any) -> _Answer:
+    choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
+    message = choices[0].message if choices else None
+    usage = getattr(response, "usage", None)
+    return _Answer(
+        (message.content if message else None) or "",
+        _tool_calls(message),
+        _usage(usage),
+        _usage(usage, "completion_tokens"),
+    )
+
+
+async def _forward(text: str, on_delta: DeltaSink) -> None:
     try:
         await on_delta(text)
     except Exception as exc:
@@ -541,8 +565,7 @@ def _error_record(model: str, started: float, detail: str, context: _Context) ->
     return CallRecord(model, 0, 0, None, _elapsed_ms(started), "error", detail, dict(context or {}))
 
 
-def _usage(response: Any, name: str) -> int:
-    usage = getattr(response, "usage", None)
+def _usage(usage: Any, name: str = "prompt_tokens") -> int:
     return int(getattr(usage, name, 0) or 0)
 
 
