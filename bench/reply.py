@@ -15,6 +15,8 @@ whatever else runs on the machine; the CPU time spent per reply by every process
 Valkey) hardly does, so ``cpu_ms_per_reply`` (over that run) is the figure to compare. The
 fake model runs in a process of its own; its CPU time is shown apart and not counted.
 
+The web channel shows a reply while it is written, so the model's answer streams; with
+``--no-stream`` it comes whole, as on channels that cannot show it before it is done.
 ``--profile FILE`` writes a cProfile of this process over the closed-loop run;
 ``--count-sql`` counts the SQL statements and Redis commands per reply.
 """
@@ -301,7 +303,11 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[float]
     with fake_llm_process() as (llm_url, llm_pid), temp_home() as home:
         say(f"starting embedded services in {home}; fake LLM at {llm_url}")
         config = settings(
-            home, model="openai/fake-model", llm_api_base=llm_url, poll_delay=args.poll_delay
+            home,
+            model="openai/fake-model",
+            llm_api_base=llm_url,
+            poll_delay=args.poll_delay,
+            stream_replies=args.stream,
         )
         async with open_runtime(config) as runtime:
             clock = CPUClock(
@@ -348,6 +354,7 @@ async def main(args: argparse.Namespace) -> None:
         rate=args.rate,
         concurrency=args.concurrency,
         poll_delay=args.poll_delay,
+        streamed=args.stream,
     )
 
 
@@ -360,6 +367,12 @@ def cli() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     default_poll = Settings.model_fields["poll_delay"].default
     parser.add_argument("--poll-delay", type=float, default=default_poll)
+    parser.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="replies whole, as on a channel that cannot show them while written",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the closed-loop run")
     parser.add_argument("--count-sql", action="store_true", help="SQL and Redis per reply")
     asyncio.run(main(parser.parse_args()))
