@@ -281,7 +281,10 @@ def noop_worker(redis_url: str, queue: str, poll_delay: float) -> tuple[Worker, 
     return worker, arrivals
 
 
-async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
+async def arq_floor(
+    runtime: Runtime, args: argparse.Namespace, clock: CPUClock
+) -> tuple[list[float], float]:
+    """Latencies of no-op jobs at the paced rate, then CPU ms per job back to back."""
     loop, queue = asyncio.get_running_loop(), f"{runtime.core.settings.queue_name}:floor"
     worker, arrivals = noop_worker(runtime.endpoints.redis_url, queue, args.poll_delay)
 
@@ -293,7 +296,11 @@ async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
 
     async with running_worker(worker):
         await closed_loop(args.warmup, 1, one)
-        return await paced(args.n, args.rate, args.concurrency, one)
+        latencies = await paced(args.n, args.rate, args.concurrency, one)
+        before = clock.read()
+        await closed_loop(args.n, args.concurrency, one)
+        per_job = cpu_figures(spent(before, clock.read()), args.n)["cpu_ms_per_reply"]
+    return latencies, per_job
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -315,7 +322,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[float]
             )
             found = await ours(runtime, args, clock)
             say(f"arq floor: {args.n} no-op jobs at {args.rate:g}/s")
-            floor = await arq_floor(runtime, args)
+            floor, found["arq_floor_cpu_ms_per_job"] = await arq_floor(runtime, args, clock)
     return found, floor
 
 
@@ -330,7 +337,10 @@ async def main(args: argparse.Namespace) -> None:
         f"reply: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms "
         f"(target p50 <= 100 ms: {'met' if figures['p50_ms'] <= 100 else 'MISSED'})"
     )
-    say(f"arq floor: p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms; ratio p50 {ratio}")
+    say(
+        f"arq floor: p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms; ratio p50 {ratio}; "
+        f"{found['arq_floor_cpu_ms_per_job']} ms CPU per no-op job (a reply takes two jobs)"
+    )
     say(
         f"stages (p50): received→handled {found['received_to_handled_p50_ms']} ms "
         f"(LLM call {found['llm_call_p50_ms']} ms), handled→sent "
