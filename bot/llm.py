@@ -304,12 +304,12 @@ _CountKey = tuple[str, tuple[tuple[str, bytes], ...]]
 class TokenCounts:
     """Token counts of text messages, each list counted once per model and remembered.
 
-    Every turn counts the conversation's history again to fit it in the budget, and
-    litellm's counter costs about a millisecond a call: the history's messages were
-    counted on the turns before. Keyed by a digest of the text, not the text, so the
-    memory a count takes does not grow with the message; the least recently used are
-    forgotten beyond ``size``. Messages with more than a role and a text (tool calls,
-    parts) are counted each time.
+    Every turn counts the conversation's history again to fit it in the budget, one
+    message a call, and litellm's counter costs about 0.2 ms a call (a remembered count,
+    2 µs): the history's messages were counted on the turns before. Keyed by a digest of
+    the text, not the text, so the memory a count takes does not grow with the message;
+    the least recently used are forgotten beyond ``size``. Messages with more than a role
+    and a text (tool calls, parts) are counted each time.
     """
 
     def __init__(self, count: Counter, size: int = 8192) -> None:
