@@ -9,32 +9,49 @@ no-op function, the same poll_delay, Redis and arrival pattern. Our path takes t
 (handle, then deliver), so it pays the poll twice. Target: p50 ≤ 100 ms.
 
 A last closed-loop run (10 in flight, back to back) gives the throughput one process
-reaches; latency there is 10 / throughput, whatever the path costs.
+reaches; latency there is 10 / throughput, whatever the path costs. Throughput moves with
+whatever else runs on the machine; the CPU time spent per reply by every process involved
+(this one, which is Switchboard's ingress and worker, the Postgres server and its backends,
+Valkey) hardly does, so ``cpu_ms_per_reply`` (over that run) is the figure to compare. The
+fake model runs in a process of its own; its CPU time is shown apart and not counted.
+
+The web channel shows a reply while it is written, so the model's answer streams; with
+``--no-stream`` it comes whole, as on channels that cannot show it before it is done.
+``--profile FILE`` writes a cProfile of this process over the closed-loop run;
+``--count-sql`` counts the SQL statements and Redis commands per reply.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import cProfile
+import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from arq import Worker, func
 from arq.connections import ArqRedis
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from adapters.local import parse_entry, stream_key
 from bench._common import (
+    CPUClock,
     Timed,
     closed_loop,
     emit,
+    fake_llm_process,
     latency_figures,
     paced,
     quiet_logs,
     say,
+    service_pids,
     settings,
+    spent,
     temp_home,
 )
 from bot.app import Runtime, in_process_worker, open_runtime, running_worker
@@ -42,7 +59,6 @@ from bot.config import Settings
 from bot.conversation import receive
 from bot.messages import Author, ConversationRef, IncomingMessage
 from bot.queue import deserialize, redis_settings, serialize
-from tests.fakes.llm_server import FakeLLM
 
 REPLY_TIMEOUT = 30.0
 
@@ -131,17 +147,100 @@ async def stages(runtime: Runtime, prefix: str) -> dict[str, Any]:
     }
 
 
-async def saturation(runtime: Runtime, chats: list[str], args: argparse.Namespace) -> float:
-    """Replies per second with ``concurrency`` senders back to back."""
-    async with conversing(runtime, chats) as one:
+async def saturation(
+    runtime: Runtime, chats: list[str], args: argparse.Namespace, clock: CPUClock
+) -> dict[str, Any]:
+    """Replies per second with ``concurrency`` senders back to back, and the CPU they took."""
+    async with conversing(runtime, chats) as one, counting(runtime, args) as counts:
         say(f"saturation: {args.n} messages, {args.concurrency} in flight back to back")
-        started = asyncio.get_running_loop().time()
-        await closed_loop(args.n, args.concurrency, one)
-        elapsed = asyncio.get_running_loop().time() - started
-    return round(int(args.n) / elapsed, 1)
+        with profiling(args.profile):
+            before, started = clock.read(), asyncio.get_running_loop().time()
+            await closed_loop(args.n, args.concurrency, one)
+            elapsed, after = asyncio.get_running_loop().time() - started, clock.read()
+    return {
+        "saturated_replies_per_s": round(int(args.n) / elapsed, 1),
+        **cpu_figures(spent(before, after), args.n),
+        **{f"{name}_per_reply": round(found / args.n, 2) for name, found in counts.items()},
+    }
 
 
-async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+def cpu_figures(seconds: dict[str, float], replies: int, prefix: str = "") -> dict[str, Any]:
+    """CPU ms per reply: all of Switchboard, Postgres and Valkey, then each apart."""
+    per_reply = {name: round(s * 1000 / replies, 2) for name, s in seconds.items()}
+    ours = sum(v for k, v in per_reply.items() if k != "fake_llm")
+    return {
+        f"{prefix}cpu_ms_per_reply": round(ours, 2),
+        f"{prefix}cpu_ms_per_reply_by_process": per_reply,
+    }
+
+
+@contextlib.contextmanager
+def profiling(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    # CPU time, not wall time: a send that wakes the server on the other core, or a pause
+    # while other work has the CPU, would otherwise look like cost of ours.
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+        say(f"profile written to {path}")
+
+
+@contextlib.asynccontextmanager
+async def counting(runtime: Runtime, args: argparse.Namespace) -> AsyncIterator[dict[str, int]]:
+    """With ``--count-sql``: SQL statements this process sent, and commands Valkey ran."""
+    counts: dict[str, int] = {}
+    if not args.count_sql:
+        yield counts
+        return
+    statements: collections.Counter[str] = collections.Counter()
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements[" ".join(statement.split())[:160]] += 1
+
+    def checkout(*args: Any) -> None:
+        statements["(connection checked out of the pool)"] += 1
+
+    engine = runtime.core.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine.pool, "checkout", checkout)
+    await runtime.redis.config_resetstat()
+    transactions = await _transactions(runtime)
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine.pool, "checkout", checkout)
+        commands = await runtime.redis.info("commandstats")
+        checkouts = statements.pop("(connection checked out of the pool)", 0)
+        counts["sql_statements"] = sum(statements.values())
+        counts["pool_checkouts"] = checkouts
+        # Each statement outside a transaction is one too: what the server sees.
+        counts["pg_transactions"] = await _transactions(runtime) - transactions
+        counts["redis_commands"] = sum(int(v["calls"]) for v in commands.values())
+        for statement, found in statements.most_common():
+            say(f"  sql {found / args.n:6.2f}/reply  {statement}")
+        for name, value in sorted(commands.items(), key=lambda kv: -int(kv[1]["calls"])):
+            say(f"  redis {int(value['calls']) / args.n:6.2f}/reply  {name}")
+
+
+async def _transactions(runtime: Runtime) -> int:
+    async with runtime.core.autocommit.connect() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            )
+        )
+    return int(found)
+
+
+async def ours(runtime: Runtime, args: argparse.Namespace, clock: CPUClock) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     async with in_process_worker(runtime) as worker:
         async with conversing(runtime, [f"warm-{run}"]) as one:
@@ -149,10 +248,13 @@ async def ours(runtime: Runtime, args: argparse.Namespace) -> dict[str, Any]:
             await closed_loop(args.warmup, 1, one)
         async with conversing(runtime, [f"{run}-{k}" for k in range(args.conversations)]) as one:
             say(f"{args.n} messages at {args.rate:g}/s (at most {args.concurrency} in flight)")
+            before = clock.read()
             latencies = await paced(args.n, args.rate, args.concurrency, one)
+            paced_cpu = cpu_figures(spent(before, clock.read()), args.n, "paced_")
         figures = await stages(runtime, f"{run}-")
         sat_chats = [f"sat-{run}-{k}" for k in range(args.conversations)]
-        figures["saturated_replies_per_s"] = await saturation(runtime, sat_chats, args)
+        figures |= await saturation(runtime, sat_chats, args, clock)
+    figures["paced_cpu_ms_per_reply"] = paced_cpu["paced_cpu_ms_per_reply"]
     return {"latencies": latencies, "jobs_failed": worker.current.jobs_failed, **figures}
 
 
@@ -179,7 +281,10 @@ def noop_worker(redis_url: str, queue: str, poll_delay: float) -> tuple[Worker, 
     return worker, arrivals
 
 
-async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
+async def arq_floor(
+    runtime: Runtime, args: argparse.Namespace, clock: CPUClock
+) -> tuple[list[float], float]:
+    """Latencies of no-op jobs at the paced rate, then CPU ms per job back to back."""
     loop, queue = asyncio.get_running_loop(), f"{runtime.core.settings.queue_name}:floor"
     worker, arrivals = noop_worker(runtime.endpoints.redis_url, queue, args.poll_delay)
 
@@ -191,23 +296,33 @@ async def arq_floor(runtime: Runtime, args: argparse.Namespace) -> list[float]:
 
     async with running_worker(worker):
         await closed_loop(args.warmup, 1, one)
-        return await paced(args.n, args.rate, args.concurrency, one)
+        latencies = await paced(args.n, args.rate, args.concurrency, one)
+        before = clock.read()
+        await closed_loop(args.n, args.concurrency, one)
+        per_job = cpu_figures(spent(before, clock.read()), args.n)["cpu_ms_per_reply"]
+    return latencies, per_job
 
 
 # --- the run --------------------------------------------------------------------------------
 
 
 async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[float]]:
-    async with FakeLLM() as llm:
-        with temp_home() as home:
-            say(f"starting embedded services in {home}; fake LLM at {llm.url}")
-            config = settings(
-                home, model="openai/fake-model", llm_api_base=llm.url, poll_delay=args.poll_delay
+    with fake_llm_process() as (llm_url, llm_pid), temp_home() as home:
+        say(f"starting embedded services in {home}; fake LLM at {llm_url}")
+        config = settings(
+            home,
+            model="openai/fake-model",
+            llm_api_base=llm_url,
+            poll_delay=args.poll_delay,
+            stream_replies=args.stream,
+        )
+        async with open_runtime(config) as runtime:
+            clock = CPUClock(
+                {**service_pids(home), "fake_llm": llm_pid, "switchboard": os.getpid()}
             )
-            async with open_runtime(config) as runtime:
-                found = await ours(runtime, args)
-                say(f"arq floor: {args.n} no-op jobs at {args.rate:g}/s")
-                floor = await arq_floor(runtime, args)
+            found = await ours(runtime, args, clock)
+            say(f"arq floor: {args.n} no-op jobs at {args.rate:g}/s")
+            floor, found["arq_floor_cpu_ms_per_job"] = await arq_floor(runtime, args, clock)
     return found, floor
 
 
@@ -222,12 +337,21 @@ async def main(args: argparse.Namespace) -> None:
         f"reply: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms "
         f"(target p50 <= 100 ms: {'met' if figures['p50_ms'] <= 100 else 'MISSED'})"
     )
-    say(f"arq floor: p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms; ratio p50 {ratio}")
+    say(
+        f"arq floor: p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms; ratio p50 {ratio}; "
+        f"{found['arq_floor_cpu_ms_per_job']} ms CPU per no-op job (a reply takes two jobs)"
+    )
     say(
         f"stages (p50): received→handled {found['received_to_handled_p50_ms']} ms "
         f"(LLM call {found['llm_call_p50_ms']} ms), handled→sent "
         f"{found['handled_to_sent_p50_ms']} ms; saturated "
         f"{found['saturated_replies_per_s']} replies/s"
+    )
+    say(
+        f"CPU per reply (saturated): {found['cpu_ms_per_reply']} ms "
+        f"{found['cpu_ms_per_reply_by_process']} (target <= 10 ms: "
+        f"{'met' if found['cpu_ms_per_reply'] <= 10 else 'MISSED'}); "
+        f"at {args.rate:g}/s: {found['paced_cpu_ms_per_reply']} ms"
     )
     emit(
         "reply",
@@ -240,6 +364,7 @@ async def main(args: argparse.Namespace) -> None:
         rate=args.rate,
         concurrency=args.concurrency,
         poll_delay=args.poll_delay,
+        streamed=args.stream,
     )
 
 
@@ -252,6 +377,14 @@ def cli() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     default_poll = Settings.model_fields["poll_delay"].default
     parser.add_argument("--poll-delay", type=float, default=default_poll)
+    parser.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="replies whole, as on a channel that cannot show them while written",
+    )
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the closed-loop run")
+    parser.add_argument("--count-sql", action="store_true", help="SQL and Redis per reply")
     asyncio.run(main(parser.parse_args()))
 
 

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import uuid
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 
 from bot import access, attempts, outbox, people, replies
 from bot.core import Core
@@ -32,62 +33,74 @@ async def handle(core: Core, message_id: int) -> list[int]:
     the outbox ids written (none if already answered, or if the try failed and another
     comes later).
     """
-    async with core.sessions() as session:
-        conversation_id = await session.scalar(
-            select(Message.conversation_id).where(Message.id == message_id)
-        )
+    async with core.autocommit.connect() as conn:
+        conversation_id = await conn.scalar(_CONVERSATION_OF, {"message_id": message_id})
     if conversation_id is None:
         return []
     written = []
     async with conversation_lock(core.engine, HANDLING, conversation_id):
-        for waiting in await _waiting(core, conversation_id, up_to=message_id):
-            turn = await load_turn(core, waiting)
+        for number, waiting in enumerate(await _waiting(core, conversation_id, up_to=message_id)):
+            # A turn may change what the next one sees (/new, another persona): read again.
+            turn = waiting if number == 0 else await load_turn(core, waiting.message_id)
             if turn is not None and (reply := await _attempt(core, turn)) is not None:
                 outbox_id = await outbox.commit_reply(core, turn, reply)
                 written += [outbox_id] if outbox_id is not None else []
     return written
 
 
-async def _waiting(core: Core, conversation_id: int, *, up_to: int) -> list[int]:
-    async with core.sessions() as session:
-        rows = await session.scalars(
-            select(Message.id)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "in",
-                Message.status == "received",
-                Message.id <= up_to,
-            )
-            .order_by(Message.id)
-        )
-        return list(rows)
+# Reads of the hot path: single statements in autocommit (no BEGIN and ROLLBACK around
+# them), built once, returning plain rows rather than ORM objects.
+_CONVERSATION_OF = select(Message.conversation_id).where(Message.id == bindparam("message_id"))
+_TURNS = (
+    select(
+        Message.id,
+        Message.conversation_id,
+        Message.author_id,
+        Message.text,
+        Message.attachments,
+        Message.ref,
+        Message.created_at,
+        Conversation.persona_id,
+        Conversation.context_since,
+        Conversation.ref.label("conversation_ref"),
+    )
+    .join(Conversation, Message.conversation_id == Conversation.id)
+    .where(Message.status == "received")
+)
+_WAITING = (
+    _TURNS.where(
+        Message.conversation_id == bindparam("conversation_id"),
+        Message.direction == "in",
+        Message.id <= bindparam("up_to"),
+    )
+).order_by(Message.id)
+_ONE_TURN = _TURNS.where(Message.id == bindparam("message_id"))
+
+
+async def _waiting(core: Core, conversation_id: int, *, up_to: int) -> list[Turn]:
+    async with core.autocommit.connect() as conn:
+        rows = await conn.execute(_WAITING, {"conversation_id": conversation_id, "up_to": up_to})
+        return [_turn(row) for row in rows]
 
 
 async def load_turn(core: Core, message_id: int) -> Turn | None:
-    async with core.sessions() as session:
-        row = (
-            await session.execute(
-                select(Message, Conversation)
-                .join(Conversation, Message.conversation_id == Conversation.id)
-                .where(Message.id == message_id)
-            )
-        ).one_or_none()
-    if row is None or row.Message.status != "received":
-        return None
-    return _turn(row.Message, row.Conversation)
+    """The turn of a stored message still waiting for its answer (None: answered)."""
+    async with core.autocommit.connect() as conn:
+        row = (await conn.execute(_ONE_TURN, {"message_id": message_id})).one_or_none()
+    return None if row is None else _turn(row)
 
 
-def _turn(message: Message, conversation: Conversation) -> Turn:
+def _turn(row: Row[Any]) -> Turn:
     return Turn(
-        message_id=message.id,
-        conversation_id=conversation.id,
-        user_id=message.author_id,
-        persona_id=conversation.persona_id,
-        text=message.text,
-        attachments=tuple(Attachment(**a) for a in message.attachments),
-        ref=ConversationRef.from_dict(message.ref or conversation.ref),
-        context_since=conversation.context_since,
-        created_at=message.created_at,
+        message_id=row.id,
+        conversation_id=row.conversation_id,
+        user_id=row.author_id,
+        persona_id=row.persona_id,
+        text=row.text,
+        attachments=tuple(Attachment(**a) for a in row.attachments),
+        ref=ConversationRef.from_dict(row.ref or row.conversation_ref),
+        context_since=row.context_since,
+        created_at=row.created_at,
     )
 
 

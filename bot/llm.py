@@ -11,12 +11,14 @@ the inbound path, which import this module, never pay for it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +31,13 @@ from bot.errors import LLMAuthError, LLMError, LLMTimeout, LLMUnreachable, chain
 # slow offline, and a privacy leak for self-hosters. Set before anything imports it.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+# OpenAI and OpenAI-compatible servers through litellm's own HTTP handler, as it calls every
+# other provider, not through the OpenAI SDK: the SDK walks each message of the request
+# against every message type it declares, about 0.3 ms of CPU a message, so a call with a
+# long history cost tens of milliseconds before it was sent (4 ms instead of 13 with 20
+# messages). The same request goes out and the same errors come back (tests/bot/test_llm.py);
+# set it to False to go through the SDK again.
+os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
 
 DEFAULT_ADDRESS = "the provider's default address"
 # Sent to an OpenAI-compatible server (SWITCHBOARD_LLM_API_BASE) when no key is configured:
@@ -100,6 +109,7 @@ class LLMGateway:
     def __init__(self, settings: Settings, log: CallLog | None = None) -> None:
         self.settings = settings
         self._log = log
+        self._counts = TokenCounts(_count_tokens)
 
     async def complete(
         self,
@@ -151,13 +161,13 @@ class LLMGateway:
         except Exception as exc:
             failed = await self._failed(exc, model, started, context, call)
             raise failed.error from exc
-        tokens = _usage(response, "prompt_tokens")
+        tokens = _usage(getattr(response, "usage", None))
         await self._ok(model, tokens, 0, started, context, call)
         items = sorted(response.data, key=lambda item: _get(item, "index"))
         return [list(_get(item, "embedding")) for item in items]
 
     def count_tokens(self, messages: Sequence[Mapping[str, Any]], model: str) -> int:
-        return int(_litellm().token_counter(model=model, messages=[dict(m) for m in messages]))
+        return self._counts(messages, model)
 
     def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for a call: configured prices first, then litellm's bundled map, else None."""
@@ -182,25 +192,23 @@ class LLMGateway:
         started, call = time.perf_counter(), await self._begin(model, context)
         try:
             self._check_credentials(model)
-            response = await (_stream(request, on_delta) if on_delta else _call(request))
+            answer = await (_stream(request, on_delta) if on_delta else _call(request))
         except _SinkError as sink:  # the caller's own failure, not the model's: no fallback
             detail = f"stopped: on_delta raised {type(sink.original).__name__}"
             await self._send(call, _error_record(model, started, detail, context))
             raise sink.original from None
         except Exception as exc:
             raise await self._failed(exc, model, started, context, call) from exc
-        prompt, generated = _usage(response, "prompt_tokens"), _usage(response, "completion_tokens")
+        prompt, generated = answer.prompt_tokens, answer.completion_tokens
         record = await self._ok(model, prompt, generated, started, context, call)
-        choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
-        message = choices[0].message if choices else None
         return Completion(
-            text=(message.content if message else None) or "",
+            text=answer.text,
             model=model,
             prompt_tokens=prompt,
             completion_tokens=generated,
             cost_usd=record.cost_usd,
             latency_ms=record.latency_ms,
-            tool_calls=_tool_calls(message),
+            tool_calls=answer.tool_calls,
         )
 
     def _connection(self, model: str) -> dict[str, Any]:
@@ -289,6 +297,55 @@ class LLMGateway:
         return failed.transient
 
 
+Counter = Callable[[list[dict[str, Any]], str], int]
+_CountKey = tuple[str, tuple[tuple[str, bytes], ...]]
+
+
+class TokenCounts:
+    """Token counts of text messages, each list counted once per model and remembered.
+
+    Every turn counts the conversation's history again to fit it in the budget, one
+    message a call, and litellm's counter costs about 0.2 ms a call (a remembered count,
+    2 µs): the history's messages were counted on the turns before. Keyed by a digest of
+    the text, not the text, so the memory a count takes does not grow with the message;
+    the least recently used are forgotten beyond ``size``. Messages with more than a role
+    and a text (tool calls, parts) are counted each time.
+    """
+
+    def __init__(self, count: Counter, size: int = 8192) -> None:
+        self._count = count
+        self._size = size
+        self._known: OrderedDict[_CountKey, int] = OrderedDict()
+
+    def __call__(self, messages: Sequence[Mapping[str, Any]], model: str) -> int:
+        key = _count_key(messages, model)
+        if key is None:
+            return self._count([dict(m) for m in messages], model)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = self._count([dict(m) for m in messages], model)
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(key)
+        return found
+
+
+def _count_key(messages: Sequence[Mapping[str, Any]], model: str) -> _CountKey | None:
+    parts = []
+    for message in messages:
+        content, role = message.get("content"), message.get("role")
+        if len(message) != 2 or not isinstance(content, str) or not isinstance(role, str):
+            return None
+        digest = hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=16)
+        parts.append((role, digest.digest()))
+    return model, tuple(parts)
+
+
+def _count_tokens(messages: list[dict[str, Any]], model: str) -> int:
+    return int(_litellm().token_counter(model=model, messages=messages))
+
+
 class _Failed(Exception):
     def __init__(self, error: LLMError, transient: bool) -> None:
         super().__init__(error.text)
@@ -356,27 +413,53 @@ def _quiet_logging() -> None:
         logger.setLevel(level)
 
 
-async def _call(request: dict[str, Any]) -> Any:
-    return await _litellm().acompletion(**request)
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    prompt_tokens: int
+    completion_tokens: int
 
 
-async def _stream(request: dict[str, Any], on_delta: DeltaSink) -> Any:
+async def _call(request: dict[str, Any]) -> _Answer:
+    return _answer(await _litellm().acompletion(**request))
+
+
+async def _stream(request: dict[str, Any], on_delta: DeltaSink) -> _Answer:
     litellm = _litellm()
     stream = await litellm.acompletion(
         **request, stream=True, stream_options={"include_usage": True}
     )
-    chunks = []
+    chunks, pieces, usage, calls = [], [], None, False
     async for chunk in stream:
         chunks.append(chunk)
-        await _forward(chunk, on_delta)
-    # Rebuilds text, tool calls and usage; counts tokens itself when the server sent none.
-    return litellm.stream_chunk_builder(chunks, messages=request["messages"])
+        usage = getattr(chunk, "usage", None) or usage
+        delta = chunk.choices[0].delta if chunk.choices else None
+        calls = calls or bool(getattr(delta, "tool_calls", None))
+        if delta is not None and delta.content:
+            pieces.append(delta.content)
+            await _forward(delta.content, on_delta)
+    if calls or usage is None:
+        # Rebuilds tool calls from their pieces, and counts tokens itself when no usage came.
+        return _answer(litellm.stream_chunk_builder(chunks, messages=request["messages"]))
+    # Text only, usage in the last chunk (litellm's own, when the server sent none): the
+    # text is the pieces joined, without building the whole response again (~2 ms).
+    return _Answer("".join(pieces), (), _usage(usage), _usage(usage, "completion_tokens"))
 
 
-async def _forward(chunk: Any, on_delta: DeltaSink) -> None:
-    text = chunk.choices[0].delta.content if chunk.choices else None
-    if not text:
-        return
+def _answer(response: Any) -> _Answer:
+    choices = getattr(response, "choices", None)  # None: the stream ended before any chunk
+    message = choices[0].message if choices else None
+    usage = getattr(response, "usage", None)
+    return _Answer(
+        (message.content if message else None) or "",
+        _tool_calls(message),
+        _usage(usage),
+        _usage(usage, "completion_tokens"),
+    )
+
+
+async def _forward(text: str, on_delta: DeltaSink) -> None:
     try:
         await on_delta(text)
     except Exception as exc:
@@ -402,13 +485,20 @@ def _arguments(raw: str | None) -> dict[str, Any]:
 
 
 def _bundled_price(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    if model in _UNPRICED:
+        return None
     try:
         prompt_cost, completion_cost = _litellm().cost_per_token(
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
     except Exception:  # litellm raises for every model missing from its map
+        # The map is bundled and never changes while running: no need to search it again.
+        _UNPRICED.add(model)
         return None
     return float(prompt_cost) + float(completion_cost)
+
+
+_UNPRICED: set[str] = set()
 
 
 def _provider(model: str) -> str:
@@ -475,8 +565,7 @@ def _error_record(model: str, started: float, detail: str, context: _Context) ->
     return CallRecord(model, 0, 0, None, _elapsed_ms(started), "error", detail, dict(context or {}))
 
 
-def _usage(response: Any, name: str) -> int:
-    usage = getattr(response, "usage", None)
+def _usage(usage: Any, name: str = "prompt_tokens") -> int:
     return int(getattr(usage, name, 0) or 0)
 
 

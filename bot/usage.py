@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -28,7 +28,7 @@ class StoredCalls:
     async def started(self, model: str, context: Mapping[str, Any]) -> int | None:
         values = {"model": model, "status": "started", **_where(context)}
         async with self.engine.connect() as conn:
-            found = await conn.scalar(insert(LLMCall).values(values).returning(LLMCall.id))
+            found = await conn.scalar(_STARTED, values)
         return None if found is None else int(found)
 
     async def ended(self, call: int | None, record: CallRecord) -> None:
@@ -43,9 +43,15 @@ class StoredCalls:
         }
         async with self.engine.connect() as conn:
             if call is None:
-                await conn.execute(insert(LLMCall).values({**values, **_where(record.context)}))
+                await conn.execute(_INSERT, {**values, **_where(record.context)})
             else:
-                await conn.execute(update(LLMCall).where(LLMCall.id == call).values(values))
+                await conn.execute(_ENDED, {**values, "call": call})
+
+
+# Built once: two of these run for every model call. The values come as parameters.
+_INSERT = insert(LLMCall)
+_STARTED = insert(LLMCall).returning(LLMCall.id)
+_ENDED = update(LLMCall).where(LLMCall.id == bindparam("call"))
 
 
 def _where(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot.files import section
 from bot.messages import Attachment
-from bot.storage.models import Message
 
 Counter = Callable[[Sequence[dict[str, Any]]], int]
 
 
+class Line(Protocol):
+    """A message of the history: who said it ("in": the person) and what."""
+
+    @property
+    def direction(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
 def build(
     system_prompt: str,
-    history: Sequence[Message],
+    history: Sequence[Line],
     current: str,
     budget: int,
     count: Counter,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bot import files, replies
 from bot.core import Core
@@ -20,6 +21,48 @@ if TYPE_CHECKING:
     from bot.llm import DeltaSink
 
 HISTORY_WINDOW = 200
+
+
+class Saying(Protocol):
+    """A stored message, as much as the history sent to a model needs of it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reply_to_id(self) -> int | None: ...
+
+
+S = TypeVar("S", bound=Saying)
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the history query reads of a stored message (a plain row, not an ORM object)."""
+
+    id: int
+    direction: str
+    status: str
+    text: str
+    reply_to_id: int | None
+
+
+_PERSONA = select(Persona.__table__).where(Persona.id == bindparam("id"))
+_HISTORY = (
+    select(Message.id, Message.direction, Message.status, Message.text, Message.reply_to_id)
+    .where(
+        Message.conversation_id == bindparam("conversation_id"),
+        Message.created_at >= bindparam("since"),
+        Message.id < bindparam("before"),
+    )
+    .order_by(Message.id.desc())
+    .limit(HISTORY_WINDOW)
+)
 
 
 class PersonaResponder:
@@ -54,20 +97,23 @@ class PersonaResponder:
         )
         return Reply(_with_notes(reply.text, attached), persona_id=persona.id)
 
-    async def _load(self, core: Core, turn: Turn) -> tuple[Persona | None, list[Message]]:
-        async with core.sessions() as session:
-            persona = await session.get(Persona, turn.persona_id) if turn.persona_id else None
-            rows = await session.scalars(
-                select(Message)
-                .where(
-                    Message.conversation_id == turn.conversation_id,
-                    Message.created_at >= turn.context_since,
-                    Message.id < turn.message_id,
-                )
-                .order_by(Message.id.desc())
-                .limit(HISTORY_WINDOW)
+    async def _load(self, core: Core, turn: Turn) -> tuple[Persona | None, list[Said]]:
+        # Two statements on one autocommit connection, as plain rows: this runs every turn.
+        async with core.autocommit.connect() as conn:
+            found = None
+            if turn.persona_id is not None:
+                found = (await conn.execute(_PERSONA, {"id": turn.persona_id})).one_or_none()
+            rows = await conn.execute(
+                _HISTORY,
+                {
+                    "conversation_id": turn.conversation_id,
+                    "since": turn.context_since,
+                    "before": turn.message_id,
+                },
             )
-            return persona, chat_history(list(rows)[::-1])
+            said = [Said(*row) for row in rows]
+        persona = None if found is None else Persona(**found._mapping)
+        return persona, chat_history(said[::-1])
 
     async def _no_persona(self, core: Core) -> Reply:
         return Reply(replies.no_persona_configured(), error="no persona")
@@ -89,7 +135,7 @@ def _with_notes(text: str, attached: prompt.Attached) -> str:
     return f"{text}\n\n{replies.files_note(attached.cut, unread)}"
 
 
-def chat_history(rows: Sequence[Message]) -> list[Message]:
+def chat_history(rows: Sequence[S]) -> list[S]:
     """The talk with the persona: answered messages and their replies, minus commands."""
     answered = {
         row.id

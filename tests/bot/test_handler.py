@@ -9,6 +9,7 @@ import time
 from bot.app import Runtime, open_runtime
 from bot.config import Settings
 from bot.core import Core, Responder
+from bot.handler import handle
 from bot.storage.models import Message
 from bot.turns import Reply, Turn
 from tests.fakes.llm_server import FakeLLM
@@ -102,3 +103,15 @@ async def test_a_turn_that_hangs_is_stopped_and_the_conversation_goes_on(
     assert stopped.in_reply_to == received.message_id
     assert "took more than 0.5 s and was stopped" in stopped.text
     assert after.text == "echo: and now a quick one"  # the conversation's lock was let go
+
+
+async def test_turns_waiting_together_each_see_what_the_one_before_changed(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    await reply_to(runtime, "my name is Alice")
+    await say(runtime, "/new")
+    last = await say(runtime, "what is my name?")
+
+    assert await handle(runtime.core, last.message_id)  # both turns, in one pass
+
+    assert [m["content"] for m in llm.requests[-1]["messages"]][1:] == ["what is my name?"]

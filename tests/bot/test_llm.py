@@ -18,6 +18,7 @@ from bot.llm import (
     DEFAULT_ADDRESS,
     CallRecord,
     LLMGateway,
+    TokenCounts,
     ToolCall,
 )
 from bot.replies import unreachable_text
@@ -179,6 +180,56 @@ async def test_tool_calls_are_parsed(gateway: LLMGateway, fake: FakeLLM, streami
 
 async def test_count_tokens(gateway: LLMGateway) -> None:
     assert gateway.count_tokens(HELLO, "openai/fake-model") > 0
+
+
+class WordCounter(list[str]):
+    """Counts words, and keeps the model of each count it was asked for."""
+
+    def __call__(self, messages: list[dict[str, Any]], model: str) -> int:
+        self.append(model)
+        return sum(len(str(m.get("content") or "").split()) for m in messages)
+
+
+def test_a_counted_history_is_not_counted_again() -> None:
+    counter = WordCounter()
+    counts = TokenCounts(counter)
+    history = [{"role": "user", "content": "one two three"}]
+
+    assert counts(history, "m") == counts([dict(history[0])], "m") == 3
+    assert counts(history, "other") == 3  # another model may count otherwise
+    assert counts([{"role": "assistant", "content": "one two three"}], "m") == 3
+    assert counts([{"role": "user", "content": "one two"}], "m") == 2
+    assert counter == ["m", "other", "m", "m"]
+
+
+def test_messages_with_more_than_text_are_always_counted() -> None:
+    counter = WordCounter()
+    counts = TokenCounts(counter)
+    asked = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}
+    parts = {"role": "user", "content": [{"type": "text", "text": "one"}]}
+
+    for messages in ([asked], [asked], [parts], [parts]):
+        counts(messages, "m")
+    assert len(counter) == 4
+
+
+def test_the_least_recently_used_counts_are_forgotten_first() -> None:
+    counter = WordCounter()
+    counts = TokenCounts(counter, size=2)
+    first, second, third = ([{"role": "user", "content": word}] for word in ("a", "b", "c"))
+
+    counts(first, "m")
+    counts(second, "m")
+    counts(first, "m")  # used again: now the most recent
+    counts(third, "m")  # forgets the second
+    counts(first, "m")
+    counts(second, "m")
+    assert len(counter) == 4
+
+
+def test_text_that_is_not_valid_unicode_is_counted() -> None:
+    counts = TokenCounts(WordCounter())
+    assert counts([{"role": "user", "content": "bad \udcff byte"}], "m") == 3
 
 
 # -- embeddings ---------------------------------------------------------------------------
