@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, select
 
-from bot import files, replies
+from bot import files, people, replies
 from bot.core import Core
 from bot.router import is_command
 from bot.storage.models import Message, Persona
 from bot.tools import ToolContext
 from bot.turns import Reply, Turn
 from personas import acting, prompt
+from personas.commands import refused
 
 if TYPE_CHECKING:
     from bot.llm import DeltaSink
@@ -70,6 +71,8 @@ class PersonaResponder:
         persona, history = await self._load(core, turn)
         if persona is None:
             return await self._no_persona(core)
+        if persona.allow and (limits := await _limits(core, persona.allow, turn)) is not None:
+            return await refused(core, turn, persona.name, limits)
         await _working(core, turn)
         model = persona.model or core.settings.model
 
@@ -150,6 +153,11 @@ def chat_history(rows: Sequence[S]) -> list[S]:
 
 
 LIVE_INTERVAL = 0.1  # seconds between updates a person sees while a reply is written
+
+
+async def _limits(core: Core, allow: dict[str, list[str]], turn: Turn) -> str | None:
+    async with core.sessions() as session:
+        return await people.outside(session, allow, turn.user_id, turn.ref)
 
 
 async def _working(core: Core, turn: Turn) -> None:

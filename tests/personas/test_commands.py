@@ -9,6 +9,7 @@ from bot.messages import ConversationRef
 from bot.storage.models import AuditEvent
 from personas import store
 from personas.spec import PersonaSpec
+from tests.fakes.llm_server import FakeLLM
 from tests.support import reply_to
 
 # The web chat delivers here; a platform's ids are written the same way (slack:U0123).
@@ -50,3 +51,17 @@ async def test_chats_and_workspaces_can_be_named(runtime: Runtime) -> None:
     assert here.text.startswith("Now talking to analyst")
     assert there.text.startswith("Sorry, analyst talks only to")
     assert "workspaces web:home" in there.text
+
+
+async def test_a_limited_persona_does_not_answer_others_in_a_conversation_it_holds(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    await _analyst(runtime, chats=["web:bob"])
+    shared = ConversationRef(channel="web", workspace="home", chat="bob")
+    await reply_to(runtime, "/persona use analyst", ref=shared, author="bob")
+    await _analyst(runtime, chats=["web:elsewhere"])  # the owner narrows it later
+
+    answer = await reply_to(runtime, "what now?", ref=shared, author="bob")
+
+    assert answer.text.startswith("Sorry, analyst talks only to chats web:elsewhere.")
+    assert llm.requests == []
