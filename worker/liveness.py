@@ -11,6 +11,10 @@ claims, seen unclaimed on two looks at least ``GRACE`` apart (longer than a beat
 started just after one has been published by the next), belonged to a dead worker.
 Clearing its in-progress key lets the next poll of any live worker start it again; the job
 functions are idempotent, so a rerun is safe.
+
+A look reads only this queue's jobs and the workers' set, never the whole keyspace: Redis
+also holds a key per delivered reply for a week, and a scan of them all on every beat would
+grow with traffic.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from arq.constants import in_progress_key_prefix
 log = logging.getLogger(__name__)
 
 PREFIX = "switchboard:worker:"
+WORKERS = "switchboard:workers"  # the ids of the workers that have beaten
 HEARTBEAT_SECONDS = 6
 GRACE = 5.0
 
@@ -62,6 +67,7 @@ class Liveness:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.redis.delete(self.heartbeat_key, self.jobs_key)
+        await self.redis.srem(WORKERS, self.worker_id)
 
     def job_started(self, job_id: str) -> None:
         self.running.add(job_id)
@@ -72,6 +78,7 @@ class Liveness:
     async def _beat(self) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.heartbeat_key, "1", ex=HEARTBEAT_SECONDS)
+            pipe.sadd(WORKERS, self.worker_id)
             pipe.delete(self.jobs_key)
             if self.running:
                 pipe.sadd(self.jobs_key, *self.running)
@@ -94,13 +101,12 @@ async def reclaim_orphans(redis: Any, queue_name: str) -> int:
     unclaimed_key = f"{PREFIX}unclaimed:{queue_name}"
     first_seen = {_text(k): float(v) for k, v in (await redis.hgetall(unclaimed_key)).items()}
     now, still_unclaimed, released = time.time(), {}, 0
-    async for key in redis.scan_iter(match=f"{in_progress_key_prefix}*"):
-        job_id = _text(key).removeprefix(in_progress_key_prefix)
-        if job_id in claimed or await redis.zscore(queue_name, job_id) is None:
+    for job_id in await _started(redis, queue_name):
+        if job_id in claimed:
             continue
         seen = first_seen.get(job_id, now)
         if now - seen >= GRACE:
-            await redis.delete(key)
+            await redis.delete(in_progress_key_prefix + job_id)
             released += 1
         else:
             still_unclaimed[job_id] = seen
@@ -112,13 +118,26 @@ async def reclaim_orphans(redis: Any, queue_name: str) -> int:
     return released
 
 
+async def _started(redis: Any, queue_name: str) -> list[str]:
+    """The jobs of the queue a worker has started (arq keeps a job queued until it ends)."""
+    job_ids = [_text(j) for j in await redis.zrange(queue_name, 0, -1)]
+    if not job_ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(in_progress_key_prefix + job_id)
+        started = await pipe.execute()
+    return [job_id for job_id, found in zip(job_ids, started, strict=True) if found]
+
+
 async def _claimed(redis: Any) -> set[str]:
-    """Jobs live workers run; the job sets of dead workers are removed on the way."""
+    """Jobs live workers run; dead workers leave the set, their job sets removed."""
     claimed: set[str] = set()
-    async for key in redis.scan_iter(match=f"{PREFIX}*:jobs"):
-        name = _text(key)
-        if await redis.exists(name.removesuffix(":jobs")):
-            claimed.update(_text(j) for j in await redis.smembers(name))
+    for worker_id in [_text(w) for w in await redis.smembers(WORKERS)]:
+        jobs_key = f"{PREFIX}{worker_id}:jobs"
+        if await redis.exists(f"{PREFIX}{worker_id}"):
+            claimed.update(_text(j) for j in await redis.smembers(jobs_key))
         else:
-            await redis.delete(name)
+            await redis.srem(WORKERS, worker_id)
+            await redis.delete(jobs_key)
     return claimed
