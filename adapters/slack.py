@@ -47,6 +47,7 @@ CHANNEL = slack_events.CHANNEL
 TEXT_LIMIT = 40_000  # characters of one message's text
 ACK_WITHIN = 2.0  # seconds a command or a click waits to be stored before Slack is answered
 PING_INTERVAL = 10.0  # seconds between Socket Mode pings (and liveness checks)
+MAX_RECONNECT_PAUSE = 60.0  # seconds between tries to reach Slack when it was out of reach
 NAME_WITHIN = 0.5  # seconds a display name may take to look up before the ack
 DOWNLOAD_WITHIN = 2.0  # seconds the files of one event may take to download before the ack
 KEEP_SECONDS = 7 * 24 * 3600  # how long sent parts and known threads are remembered
@@ -70,6 +71,13 @@ PERMANENT = frozenset(
 # Where the bot may not post, the command's response_url still answers.
 NOT_POSTABLE = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
 
+
+class SlackDown(Exception):
+    """Slack answered, but not as itself (a 5xx or a 429 while connecting): try later."""
+
+
+# Slack out of reach, or down (not Slack refusing the token: that stops Switchboard).
+UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, SlackDown)
 # What a passing update (a status line, a placeholder) may meet: it is skipped, not retried.
 PASSING = (SlackClientError, RedisError, aiohttp.ClientError, ServiceUnavailable, OSError)
 
@@ -120,20 +128,46 @@ class SlackAdapter:
     # --- the ChatAdapter protocol -----------------------------------------------------
 
     async def start(self, dispatch: Dispatch) -> None:
+        """Connect; a token Slack refuses stops Switchboard with what to fix, but Slack out of
+        reach (no network at boot) does not: it is tried again in the background, and
+        `switchboard status` says so meanwhile."""
         self._dispatch = dispatch
+        try:
+            await self._connect()
+        except UNREACHABLE as exc:
+            self._state.down(f"Slack could not be reached: {exc}")
+            log.warning("slack: not reachable (%s); trying again in the background", exc)
+            self._watchdog = asyncio.create_task(self._connect_later(), name="switchboard-slack")
+
+    async def _connect(self) -> None:
         await self._whoami()
-        if self.settings.slack_app_token is not None:
-            self.socket = AsyncSocketModeHandler(
-                self.app,
-                self.settings.slack_app_token.get_secret_value(),
-                web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
-                ping_interval=self.ping_interval,
-            )
-            await self.socket.connect_async()  # type: ignore[no-untyped-call]
-            self._state.connected()
-            self._watchdog = asyncio.create_task(self._watch(), name="switchboard-slack-watch")
-        else:
+        if self.settings.slack_app_token is None:
             self._state.connected()  # events come over HTTP: up while the server is
+            return
+        self.socket = AsyncSocketModeHandler(
+            self.app,
+            self.settings.slack_app_token.get_secret_value(),
+            web_client=AsyncWebClient(base_url=self.settings.slack_api_url),
+            ping_interval=self.ping_interval,
+        )
+        await self.socket.connect_async()  # type: ignore[no-untyped-call]
+        self._state.connected()
+        self._watchdog = asyncio.create_task(self._watch(), name="switchboard-slack-watch")
+
+    async def _connect_later(self) -> None:
+        pause = self.ping_interval
+        while True:
+            await asyncio.sleep(pause)
+            if self.socket is not None:
+                await self.socket.close_async()  # type: ignore[no-untyped-call]
+                self.socket = None
+            try:
+                await self._connect()
+                log.info("slack: connected")
+                return
+            except UNREACHABLE as exc:
+                self._state.down(f"Slack could not be reached: {exc}")
+                pause = min(pause * 2, MAX_RECONNECT_PAUSE)
 
     async def send(self, out: OutgoingMessage) -> SentRef:
         try:
@@ -306,6 +340,8 @@ class SlackAdapter:
             try:
                 found = await self.client.auth_test()
             except SlackApiError as exc:
+                if exc.response.status_code >= 500 or exc.response.status_code == 429:
+                    raise SlackDown(f"HTTP {exc.response.status_code}") from exc
                 raise ServiceError(
                     f"Slack refused the bot token ({exc.response.get('error')}): check "
                     "SLACK_BOT_TOKEN (xoxb-...) and that the app is installed."

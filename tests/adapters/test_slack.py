@@ -19,6 +19,7 @@ from adapters.slack import NOT_STORED, WRITING, SlackAdapter
 from bot import health, outbox, status
 from bot.app import Runtime, channel_check, channels_for, in_process_worker, undelivered
 from bot.conversation import conversation_for, receive
+from bot.errors import ServiceError
 from bot.messages import ConversationRef, OutgoingMessage
 from bot.storage.models import Message, Outbox, User
 from tests.fakes import slack_payloads as slack
@@ -450,3 +451,32 @@ async def test_a_command_where_the_bot_may_not_post_is_answered_through_its_resp
     assert "/run" in answer.body["text"] and answer.body["response_type"] == "in_channel"
     async with runtime.core.sessions() as session:
         assert list(await session.scalars(select(Outbox.status))) == ["sent"]
+
+
+async def test_slack_out_of_reach_at_start_is_tried_again_until_it_answers(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    enable_slack(runtime, fake)
+    adapter = runtime.core.channels["slack"]
+    assert isinstance(adapter, SlackAdapter)
+    adapter.ping_interval = 0.2
+    await fake.stop()  # no network at boot
+    async with slack_up(runtime, fake, adapter=adapter):
+        state = adapter.state()
+        assert not state.connected and "could not be reached" in state.last_error
+        await fake.start()
+        await fake.wait_for(lambda: adapter.state().connected or None, timeout=20)
+        await fake.socket.send_event(slack.dm("back?"))
+        assert await replies_in(fake, slack.DM_CHANNEL, 1) == ["echo: back?"]
+
+
+async def test_a_token_slack_refuses_stops_with_what_to_fix(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    enable_slack(runtime, fake)
+    runtime.core.settings.slack_bot_token = SecretStr("xoxb-wrong")
+    runtime.core.channels = channels_for(runtime.core, runtime.redis)
+
+    with pytest.raises(ServiceError, match=re.escape("Slack refused the bot token (invalid_auth)")):
+        await runtime.core.channels.start(functools.partial(receive, runtime.core))
+    await runtime.core.channels.stop()
