@@ -47,6 +47,15 @@ def enable_slack(runtime: Runtime, fake: FakeSlack, *, socket: bool = True) -> N
     runtime.core.channels = channels_for(runtime.core, runtime.redis)
 
 
+def quick_to_notice(runtime: Runtime, fake: FakeSlack, seconds: float) -> SlackAdapter:
+    """Slack enabled, its adapter checking its connection every ``seconds``."""
+    enable_slack(runtime, fake)
+    adapter = runtime.core.channels["slack"]
+    assert isinstance(adapter, SlackAdapter)
+    adapter.ping_interval = seconds
+    return adapter
+
+
 @contextlib.asynccontextmanager
 async def slack_up(
     runtime: Runtime, fake: FakeSlack, *, adapter: SlackAdapter | None = None
@@ -372,10 +381,7 @@ async def test_the_person_sees_work_begin_and_the_answer_replaces_the_placeholde
 async def test_a_deaf_socket_is_replaced_and_messages_are_heard_again(
     runtime: Runtime, fake: FakeSlack
 ) -> None:
-    enable_slack(runtime, fake)
-    adapter = runtime.core.channels["slack"]
-    assert isinstance(adapter, SlackAdapter)
-    adapter.ping_interval = 0.5
+    adapter = quick_to_notice(runtime, fake, 0.5)
     async with slack_up(runtime, fake, adapter=adapter):
         deaf = fake.socket.go_deaf()
         await fake.wait_for(
@@ -456,10 +462,7 @@ async def test_a_command_where_the_bot_may_not_post_is_answered_through_its_resp
 async def test_slack_out_of_reach_at_start_is_tried_again_until_it_answers(
     runtime: Runtime, fake: FakeSlack
 ) -> None:
-    enable_slack(runtime, fake)
-    adapter = runtime.core.channels["slack"]
-    assert isinstance(adapter, SlackAdapter)
-    adapter.ping_interval = 0.2
+    adapter = quick_to_notice(runtime, fake, 0.2)
     await fake.stop()  # no network at boot
     async with slack_up(runtime, fake, adapter=adapter):
         state = adapter.state()
