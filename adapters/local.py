@@ -51,6 +51,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return id
 """
 WRITING_SECONDS = 15 * 60
+# A client following a chat says so at least this often (the web page with each keep-alive,
+# the terminal while it waits), so replies are streamed only while someone reads them.
+WATCHED_SECONDS = 15
 
 
 def stream_key(channel: str, chat: str) -> str:
@@ -59,6 +62,10 @@ def stream_key(channel: str, chat: str) -> str:
 
 def writing_key(channel: str, chat: str) -> str:
     return f"{stream_key(channel, chat)}:writing"
+
+
+def watched_key(channel: str, chat: str) -> str:
+    return f"{stream_key(channel, chat)}:watched"
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,18 @@ class LocalStream:
                 str(WRITING_SECONDS),
             ),
         )
+
+    async def watched(self, chat: str, seconds: float = WATCHED_SECONDS) -> None:
+        """Someone follows ``chat`` now (for ``seconds``, unless said again)."""
+        await _passing(
+            "watch", self.redis.set(watched_key(self.channel, chat), 1, ex=max(1, int(seconds)))
+        )
+
+    async def watching(self, ref: ConversationRef) -> bool:
+        try:
+            return bool(await self.redis.exists(watched_key(self.channel, ref.chat)))
+        except RedisError:
+            return False  # no stream to write pieces to either
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
         """A line the client shows once and replaces in place each time ``key`` comes again."""

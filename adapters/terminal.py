@@ -51,7 +51,9 @@ class TerminalAdapter:
         return await self.stream.send(out)
 
     async def mark(self) -> str:
-        """The stream position before sending, so the reply is found even if it comes fast."""
+        """The stream position before sending, so the reply is found even if it comes fast
+        (and the chat watched: its replies are shown as they are written)."""
+        await self.stream.watched(self.user)
         return await self.stream.last_id(self.user)
 
     async def wait_reply(
@@ -59,6 +61,7 @@ class TerminalAdapter:
     ) -> OutgoingMessage:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
+            await self.stream.watched(self.user)
             for entry in await self.stream.read(self.user, after, int(min(left, 1.0) * 1000) + 1):
                 after = entry.entry_id
                 if entry.data.get("in_reply_to") != message_id:

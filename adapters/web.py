@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters.http import MAX_BODY
-from adapters.local import LocalStream, Resume, StreamEntry
+from adapters.local import WATCHED_SECONDS, LocalStream, Resume, StreamEntry
 from adapters.markdown import to_html
 from adapters.webguard import API_PREFIX, FILE_POLICY
 from bot import replies
@@ -131,6 +131,9 @@ class WebAdapter:
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None:
         await self.stream.delta(ref, in_reply_to, text)
+
+    async def watching(self, ref: ConversationRef) -> bool:
+        return await self.stream.watching(ref)
 
     async def status(self, ref: ConversationRef, key: str, text: str) -> None:
         await self.stream.status(ref, key, text)
@@ -314,7 +317,9 @@ class WebAdapter:
     async def _follow(
         self, request: web.Request, response: web.StreamResponse, chat: str, after: str
     ) -> None:
+        watched = max(WATCHED_SECONDS, 3 * self.keepalive)
         while request.transport is not None and not request.transport.is_closing():
+            await self.stream.watched(chat, watched)
             entries = await self._read(chat, after)
             if entries is None:
                 return

@@ -86,9 +86,12 @@ class ChatAdapter(Protocol):
 
 @runtime_checkable
 class LiveText(Protocol):
-    """Optional: show a reply while it is written (the pieces as they come)."""
+    """Optional: show a reply while it is written (the pieces as they come), when someone
+    is ``watching`` the conversation now."""
 
     async def delta(self, ref: ConversationRef, in_reply_to: int, text: str) -> None: ...
+
+    async def watching(self, ref: ConversationRef) -> bool: ...
 
 
 @runtime_checkable

@@ -95,7 +95,7 @@ class PersonaResponder:
             persona,
             messages,
             caller=caller,
-            on_delta=_live(core, turn),
+            on_delta=await _live(core, turn),
             context=_context(turn, persona),
         )
         return Reply(_with_notes(reply.text, attached), persona_id=persona.id)
@@ -166,14 +166,17 @@ async def _working(core: Core, turn: Turn) -> None:
         await channel.typing(turn.ref, turn.message_id)
 
 
-def _live(core: Core, turn: Turn) -> DeltaSink | None:
-    """Stream to channels that can show a reply as it is written; the rest get it whole.
+async def _live(core: Core, turn: Turn) -> DeltaSink | None:
+    """Stream to channels that can show a reply as it is written, while someone watches
+    (streaming costs the model call about twice the CPU); the rest get it whole.
 
     Pieces are gathered and passed on at most every ``LIVE_INTERVAL``: a person cannot read
     faster, and every update costs a write. The finished reply still comes by the outbox.
     """
     channel = core.channels.live(turn.ref.channel)
     if channel is None or not core.settings.stream_replies:
+        return None
+    if not await channel.watching(turn.ref):
         return None
     pending: list[str] = []
     last = [0.0]

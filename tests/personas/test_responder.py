@@ -56,3 +56,16 @@ async def test_a_file_that_is_not_text_is_named_with_what_would_work(
         "(I couldn't read photo.png (image/png): I can read text files "
         "(.txt, .md, .csv, .json, …).)"
     )
+
+
+async def test_a_reply_is_streamed_only_while_someone_watches_the_chat(
+    runtime: Runtime, llm: FakeLLM
+) -> None:
+    from adapters.local import LocalStream
+    from tests.support import in_browser
+
+    assert await in_browser(runtime, "ann", "nobody reads") == "echo: nobody reads"
+    await LocalStream(runtime.redis, "web").watched("ann")  # the page is open
+    assert await in_browser(runtime, "ann", "someone reads") == "echo: someone reads"
+
+    assert [bool(request.get("stream")) for request in llm.requests] == [False, True]
