@@ -117,6 +117,7 @@ async def test_local_channels_see_the_reply_as_it_is_written(
     runtime: Runtime, llm: FakeLLM
 ) -> None:
     llm.chunk_delay = 0.06  # a model that writes slower than the channel shows
+    await LocalStream(runtime.redis, "terminal").watched("alice")  # `switchboard chat` waits
     received = await say(runtime, "stream these words to me")
     await drain(runtime)
 
