@@ -89,31 +89,34 @@ class EmbeddedServices:
     def heal(self) -> list[str]:
         """Start again, on its old address, each server this process uses that has died;
         returns their names. Checked without the lock first: that costs two small file reads."""
-        dead = self._dead()
-        if dead:
+        restarted = []
+        if self._dead():
             with self._lock():
-                dead = self._dead()  # another leaseholder may have restarted it meanwhile
-                for name in dead:
+                # Another leaseholder may have restarted it meanwhile.
+                for name in self._dead():
                     started = time.monotonic()
-                    self._restart(name)
+                    if not self._restart(name):
+                        continue
+                    restarted.append(name)
                     log.warning(
                         "the embedded %s had stopped; restarted it on its old address in %.1f s",
                         name,
                         time.monotonic() - started,
                     )
         self.trouble = ""
-        return dead
+        return restarted
 
     def _dead(self) -> list[str]:
         return [name for name in self.used if not _alive(_pid_in(self.home / PID_FILES[name]))]
 
-    def _restart(self, name: str) -> None:
+    def _restart(self, name: str) -> bool:
+        """Start ``name`` again; False if another process had just done so."""
         if name == POSTGRES:
             _wait_reaped(_pid_in(self.home / PID_FILES[POSTGRES]), name)
             self._start_postgres()
-        else:
-            # Valkey minds no old pid in its pid file, and a dead one holds no port.
-            _relaunch_valkey(self.home / VALKEY)
+            return True
+        # Valkey minds no old pid in its pid file, and a dead one holds no port.
+        return _relaunch_valkey(self.home / VALKEY)
 
     def _start_postgres(self) -> str:
         url = _start_postgres(self.home / POSTGRES)
@@ -290,18 +293,25 @@ def _start_valkey(data_dir: Path) -> str:
     return _valkey_url(port, password)
 
 
-def _relaunch_valkey(data_dir: Path) -> None:
-    """Start a Valkey that died on the port its clients know; if another program took that
-    port meanwhile, say so rather than move (the clients could not follow)."""
+def _relaunch_valkey(data_dir: Path) -> bool:
+    """Start a Valkey that died on the port its clients know (False: another Switchboard
+    process just did); if another program took that port meanwhile, say so rather than move
+    (the clients could not follow)."""
     port = _recorded_port(data_dir)
     if port is None:
         raise ServiceError(f"The embedded Valkey in {data_dir} has no recorded port to restart on.")
+    password = _password(data_dir)
     if not _port_free(port):
+        # Another Switchboard process may have restarted it a moment ago, before the new
+        # Valkey wrote its pid file: one that takes our password is ours.
+        if _wait_for_answer(port, password, 2.0) == "ours":
+            return False
         raise ServiceError(
             f"The embedded Valkey stopped and another program now uses its port {port}. "
             "Stop that program, or restart Switchboard to move to a free port."
         )
-    _launch_valkey(data_dir, port, _password(data_dir))
+    _launch_valkey(data_dir, port, password)
+    return True
 
 
 def _valkey_url(port: int, password: str) -> str:

@@ -255,3 +255,20 @@ def _start_passwordless_valkey(data_dir: Path) -> int:
         assert time.monotonic() < deadline, "the old-style Valkey did not start"
         time.sleep(0.02)
     return port
+
+
+async def test_a_valkey_another_process_just_restarted_is_not_restarted_again(
+    tmp_path: Path,
+) -> None:
+    here = EmbeddedServices(tmp_path)
+    found = await asyncio.to_thread(here.acquire, postgres=False, valkey=True)
+    pid_file = tmp_path / "valkey" / "valkey.pid"
+    running = pid_file.read_text()
+    try:
+        # Its pid file not written yet by the new server: the old, dead pid is still there.
+        pid_file.write_text("999999999")
+        assert await asyncio.to_thread(here.heal) == []
+        assert await _valkey_answers(found.redis_url)
+    finally:
+        pid_file.write_text(running)
+        await asyncio.to_thread(here.release)
