@@ -34,6 +34,7 @@ PREFIX = "switchboard:worker:"
 WORKERS = "switchboard:workers"  # the ids of the workers that have beaten
 HEARTBEAT_SECONDS = 6
 GRACE = 5.0
+STOP_SECONDS = 5.0
 
 
 def _text(value: Any) -> str:
@@ -48,6 +49,7 @@ class Liveness:
         self.interval = interval
         self.running: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def heartbeat_key(self) -> str:
@@ -62,7 +64,12 @@ class Liveness:
         self._task = asyncio.create_task(self._beat_forever(), name="switchboard-heartbeat")
 
     async def stop(self) -> None:
+        """Stop beating; a beat under way is let finish (cancelled mid-pipeline, it would
+        leave its Redis connection half-used), within STOP_SECONDS."""
+        self._stopping.set()
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -87,7 +94,9 @@ class Liveness:
 
     async def _beat_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+                return
             try:
                 await self._beat()
                 await reclaim_orphans(self.redis, self.queue_name)
