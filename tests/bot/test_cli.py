@@ -207,18 +207,7 @@ async def test_up_serves_the_web_chat_runs_a_worker_and_stops_on_sigint(
     user_settings: Settings, tmp_path: Path
 ) -> None:
     port = _free_port()
-    up = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "up",
-        "--port",
-        str(port),
-        env=cli_env(user_settings),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    up = await _up(user_settings, tmp_path, "--port", str(port))
     try:
         banner = await asyncio.wait_for(_read_until(up, b"Press Ctrl+C"), 30)
         assert f"Web chat:  http://127.0.0.1:{port}" in banner
@@ -376,19 +365,7 @@ async def test_tools_are_listed_and_their_calls_shown_in_the_audit_log(
 async def test_up_on_port_zero_takes_a_free_port_and_says_which(
     user_settings: Settings, tmp_path: Path
 ) -> None:
-    up = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "up",
-        "--port",
-        "0",
-        "--no-worker",
-        env=cli_env(user_settings),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    up = await _up(user_settings, tmp_path, "--port", "0", "--no-worker")
     try:
         banner = await asyncio.wait_for(_read_until(up, b"Press Ctrl+C"), 30)
     finally:
@@ -398,3 +375,18 @@ async def test_up_on_port_zero_takes_a_free_port_and_says_which(
     assert found and int(found.group(1)) not in (0, 8765)
     assert "Worker:    none here (--no-worker)" in banner
     assert code == 0
+
+
+async def _up(settings: Settings, cwd: Path, *args: str) -> asyncio.subprocess.Process:
+    """`switchboard up ARGS` running in the background, its output piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "up",
+        *args,
+        env=cli_env(settings),
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
