@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -50,6 +51,8 @@ PING_INTERVAL = 10.0  # seconds between Socket Mode pings (and liveness checks)
 MAX_RECONNECT_PAUSE = 60.0  # seconds between tries to reach Slack when it was out of reach
 NAME_WITHIN = 0.5  # seconds a display name may take to look up before the ack
 DOWNLOAD_WITHIN = 2.0  # seconds the files of one event may take to download before the ack
+DOWNLOADS_AT_ONCE = 4  # events whose files download at the same time (each up to MAX_FILES)
+MAX_FILES = 10  # files of one message (Slack's own limit)
 KEEP_SECONDS = 7 * 24 * 3600  # how long sent parts and known threads are remembered
 # Errors no retry cures: the reply is marked failed at once.
 PERMANENT = frozenset(
@@ -123,6 +126,8 @@ class SlackAdapter:
         self._state = _State()
         self.ping_interval = PING_INTERVAL
         self._dispatch: Dispatch | None = None
+        # Files downloaded at once, across events: a flood of shares holds this much at most.
+        self._downloading = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
         self._watchdog: asyncio.Task[None] | None = None
 
     # --- the ChatAdapter protocol -----------------------------------------------------
@@ -315,25 +320,34 @@ class SlackAdapter:
         a file too large, or too slow to fetch, is kept by name and link only, and the
         persona says it cannot open it."""
         try:
-            async with asyncio.timeout(DOWNLOAD_WITHIN):
-                return tuple([await self._fetch(found) for found in shared])
+            async with asyncio.timeout(DOWNLOAD_WITHIN), self._downloading:
+                return tuple([await self._fetch(found) for found in shared[:MAX_FILES]])
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("slack: files not downloaded before the ack: %s", exc)
-            return tuple(_unfetched(found) for found in shared)
+            return tuple(_unfetched(found) for found in shared[:MAX_FILES])
 
     async def _fetch(self, found: slack_events.SharedFile) -> Attachment:
-        if found.size > MAX_FILE:
+        """One file, read in chunks up to MAX_FILE; the bot token goes only to Slack's own
+        hosts (a link elsewhere is kept as a link)."""
+        if found.size > MAX_FILE or not self._slack_host(found.url):
             return _unfetched(found)
         headers = {"Authorization": f"Bearer {self.client.token}"}
+        data = bytearray()
         async with (
             aiohttp.ClientSession() as session,
             session.get(found.url, headers=headers) as response,
         ):
             response.raise_for_status()
-            data = await response.content.read(MAX_FILE + 1)
-        if len(data) > MAX_FILE:
-            return _unfetched(found)
-        return Attachment(found.name, found.content_type, data=data, url=found.url)
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > MAX_FILE:
+                    return _unfetched(found)
+        return Attachment(found.name, found.content_type, data=bytes(data), url=found.url)
+
+    def _slack_host(self, url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        api = (urlsplit(self.settings.slack_api_url).hostname or "").lower()
+        return host == api or host == "slack.com" or host.endswith(".slack.com")
 
     async def _whoami(self) -> tuple[str, str]:
         if self.identity is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +17,11 @@ from sqlalchemy import func, select, update
 
 from adapters.http import HttpServer
 from adapters.slack import NOT_STORED, WRITING, SlackAdapter
-from bot import health, outbox, status
+from bot import files, health, outbox, status
 from bot.app import Runtime, channel_check, channels_for, in_process_worker, undelivered
 from bot.conversation import conversation_for, receive
 from bot.errors import ServiceError
-from bot.messages import ConversationRef, OutgoingMessage
+from bot.messages import Attachment, ConversationRef, OutgoingMessage
 from bot.storage.models import Message, Outbox, User
 from tests.fakes import slack_payloads as slack
 from tests.fakes.llm_server import FakeLLM
@@ -483,3 +484,25 @@ async def test_a_token_slack_refuses_stops_with_what_to_fix(
     with pytest.raises(ServiceError, match=re.escape("Slack refused the bot token (invalid_auth)")):
         await runtime.core.channels.start(functools.partial(receive, runtime.core))
     await runtime.core.channels.stop()
+
+
+async def test_a_large_shared_file_arrives_whole_and_the_token_goes_only_to_slack(
+    runtime: Runtime, fake: FakeSlack
+) -> None:
+    data = random.Random(8).randbytes(3 * 2**20)  # many chunks on the wire
+    big = fake.share_file(data, "data.bin")
+    elsewhere = fake.share_file(b"x", "elsewhere.txt", mimetype="text/plain")
+    elsewhere["url_private"] = elsewhere["url_private_download"] = "http://127.0.0.2:9/f.txt"
+    async with slack_up(runtime, fake):
+        await fake.socket.send_event(slack.file_share([big, elsewhere], "keep these"))
+        await replies_in(fake, slack.DM_CHANNEL, 1)
+
+    async with runtime.core.sessions() as session:
+        (kept,) = await session.scalars(
+            select(Message.attachments).where(Message.direction == "in")
+        )
+    stored = {a["filename"]: a for a in kept}
+    assert stored["data.bin"]["size"] == len(data)
+    assert await files.content(runtime.core.engine, Attachment(**stored["data.bin"])) == data
+    assert "file_id" not in stored["elsewhere.txt"]  # kept as a link, never fetched
+    assert len(fake.downloads) == 1
