@@ -36,6 +36,10 @@ FACTORIES: dict[str, Factory] = {
 
 
 def build_channels(wiring: Wiring) -> Channels:
-    """The channels the settings enable, each built once."""
-    built = (factory(wiring) for factory in FACTORIES.values())
-    return Channels(adapter for adapter in built if adapter is not None)
+    """The channels the settings enable, each built when the process first needs them."""
+
+    def enabled() -> list[ChatAdapter]:
+        built = (factory(wiring) for factory in FACTORIES.values())
+        return [adapter for adapter in built if adapter is not None]
+
+    return Channels(enabled)

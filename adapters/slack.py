@@ -43,6 +43,10 @@ from bot.errors import AdapterError, ServiceError, ServiceUnavailable
 from bot.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage, SentRef
 
 log = logging.getLogger(__name__)
+# bolt reads SLACK_BOT_TOKEN from the environment itself and, given our client too, warns at
+# every start that it goes unused: true, and nothing for a person to do.
+BOLT_LOG = logging.getLogger(f"{__name__}.bolt")
+BOLT_LOG.addFilter(lambda record: "`token` will be unused" not in record.getMessage())
 
 CHANNEL = slack_events.CHANNEL
 TEXT_LIMIT = 40_000  # characters of one message's text
@@ -110,6 +114,8 @@ class SlackAdapter:
         self.pacer = Pacer(self.redis, CHANNEL, self.capabilities.sends_per_second)
         secret = settings.slack_signing_secret
         self.app = AsyncApp(
+            name=CHANNEL,  # else bolt reads it off the call stack, every source file included
+            logger=BOLT_LOG,
             client=self.client,
             signing_secret=secret.get_secret_value() if secret else "",
             request_verification_enabled=secret is not None,

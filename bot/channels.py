@@ -176,10 +176,21 @@ Factory = Callable[[Wiring], ChatAdapter | None]  # None: not enabled by the set
 
 
 class Channels(Mapping[str, ChatAdapter]):
-    """The channels a process serves, by name, built once from the settings."""
+    """The channels a process serves, by name: given, or built by ``adapters()`` when first
+    used (a command that only reads stored rows never loads a platform's SDK)."""
 
-    def __init__(self, adapters: Iterable[ChatAdapter]) -> None:
-        self._by_name = {adapter.channel: adapter for adapter in adapters}
+    def __init__(
+        self, adapters: Iterable[ChatAdapter] | Callable[[], Iterable[ChatAdapter]]
+    ) -> None:
+        self._source = adapters
+        self._built: dict[str, ChatAdapter] | None = None
+
+    @property
+    def _by_name(self) -> dict[str, ChatAdapter]:
+        if self._built is None:
+            found = self._source() if callable(self._source) else self._source
+            self._built = {adapter.channel: adapter for adapter in found}
+        return self._built
 
     def __getitem__(self, name: str) -> ChatAdapter:
         return self._by_name[name]
